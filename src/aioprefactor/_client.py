@@ -1,0 +1,165 @@
+"""The Client: owns the transport and the endpoint clients, and guards their lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import TYPE_CHECKING, Any, Final, Self, final
+
+from aioprefactor._config import DEFAULT_RETRY_STATUSES, Settings, make_settings
+from aioprefactor._endpoints import AgentInstanceClient, AgentSpanClient, BulkClient, ping
+from aioprefactor._transport import Transport
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from types import TracebackType
+
+_DEFAULT_FLUSH_TIMEOUT: Final = 10.0
+
+
+class ClientState(enum.Enum):
+    """Where a Client is in its life."""
+
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@final
+class Client:
+    """A connection to the Prefactor API: one aiohttp session, opened on first use.
+
+    Use it as ``async with Client(...) as client:``, or call :meth:`aclose` yourself.
+    A closed client cannot be reopened; a client belongs to the event loop it was
+    opened on.
+
+    Args:
+        api_url: The API's base URL; ``PREFACTOR_API_URL`` when omitted. ``https://``,
+            or ``http://`` to a loopback host.
+        api_token: The bearer token; ``PREFACTOR_API_TOKEN`` when omitted. It never
+            appears in a ``repr``, a log line or an error message.
+        allow_insecure_http: Allow ``http://`` to hosts that are not loopback.
+        connect_timeout: Seconds to establish a connection.
+        request_timeout: Seconds for one attempt.
+        total_timeout: Seconds for a call, retries and waits included.
+        max_retries: Retries after the first attempt, for connection errors, timeouts
+            and the statuses in ``retry_statuses``.
+        backoff_initial: First backoff delay in seconds; it doubles, with jitter.
+        backoff_max: Largest backoff delay.
+        retry_after_cap: Largest wait a ``Retry-After`` header may ask for.
+        retry_statuses: Statuses to retry (default 429, 500, 502, 503, 504).
+        max_response_bytes: Responses larger than this are refused.
+        max_connections: Connections kept open to the API at most.
+
+    Raises:
+        ValueError: A missing or bad URL or token, or a bad limit.
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        api_token: str | None = None,
+        *,
+        allow_insecure_http: bool = False,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 10.0,
+        total_timeout: float = 30.0,
+        max_retries: int = 3,
+        backoff_initial: float = 0.25,
+        backoff_max: float = 5.0,
+        retry_after_cap: float = 60.0,
+        retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
+        max_response_bytes: int = 10 * 1024 * 1024,
+        max_connections: int = 100,
+    ) -> None:
+        self._settings: Settings = make_settings(
+            api_url=api_url,
+            api_token=api_token,
+            allow_insecure_http=allow_insecure_http,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            total_timeout=total_timeout,
+            max_retries=max_retries,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            retry_after_cap=retry_after_cap,
+            retry_statuses=retry_statuses,
+            max_response_bytes=max_response_bytes,
+            max_connections=max_connections,
+        )
+        self._state = ClientState.UNOPENED
+        self._transport_obj = Transport(self._settings)
+        self._background: set[asyncio.Task[Any]] = set()
+        self.agent_instances: Final = AgentInstanceClient(self._transport)
+        """Register, start, finish and fetch agent instances."""
+        self.agent_spans: Final = AgentSpanClient(self._transport)
+        """Create and finish spans."""
+        self.bulk: Final = BulkClient(self._transport)
+        """Run several actions in one request."""
+
+    def __repr__(self) -> str:
+        return f"<Client {self._settings.api_url} {self._state.value}>"
+
+    @property
+    def api_url(self) -> str:
+        """The API's base URL."""
+        return str(self._settings.api_url)
+
+    @property
+    def state(self) -> ClientState:
+        """Whether the client is unopened, open or closed."""
+        return self._state
+
+    def _transport(self) -> Transport:
+        state = self._state
+        if state is ClientState.OPEN:
+            return self._transport_obj
+        if state is ClientState.CLOSED:
+            raise RuntimeError("this Client is closed; create a new one")
+        self._transport_obj.open()
+        self._state = ClientState.OPEN
+        return self._transport_obj
+
+    async def __aenter__(self) -> Self:
+        if self._state is ClientState.CLOSED:
+            raise RuntimeError("this Client is closed; create a new one")
+        self._transport()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def ping(self) -> dict[str, Any]:
+        """Check that the API answers and accepts the token.
+
+        Raises:
+            PrefactorAuthError: The token was refused.
+            PrefactorRetryExhaustedError: The API could not be reached.
+        """
+        return await ping(self._transport())
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        """Hold a strong reference to background work until it is done."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def flush(self, timeout: float = _DEFAULT_FLUSH_TIMEOUT) -> None:
+        """Wait, at most ``timeout`` seconds, for finishes still being sent in the background."""
+        pending = [task for task in self._background if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Send what is still in flight, then close the session. Safe to call twice."""
+        if self._state is ClientState.CLOSED:
+            return
+        try:
+            await self.flush()
+        finally:
+            self._state = ClientState.CLOSED
+            await self._transport_obj.close()

@@ -1,0 +1,155 @@
+"""Bytes in, typed Structs out: the encoder, the decoders and argument checks.
+
+Encoders and decoders are built once, at import, as msgspec recommends.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import date, datetime, time
+from typing import Any, Final, TypeVar
+from uuid import UUID
+
+import msgspec
+
+from aioprefactor._errors import PrefactorResponseContractError
+from aioprefactor._models import (
+    AgentInstance,
+    AgentSpan,
+    BulkOutput,
+    Envelope,
+    ErrorBody,
+)
+
+T = TypeVar("T")
+
+_SNIPPET_CHARS: Final = 200
+
+encode = msgspec.json.Encoder().encode
+
+INSTANCE_DECODER: Final = msgspec.json.Decoder(Envelope[AgentInstance])
+SPAN_DECODER: Final = msgspec.json.Decoder(Envelope[AgentSpan])
+OBJECT_DECODER: Final = msgspec.json.Decoder(dict[str, Any])
+_ERROR_DECODER: Final = msgspec.json.Decoder(ErrorBody)
+
+
+class _BulkEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    status: str
+    outputs: dict[str, BulkOutput]
+
+
+BULK_DECODER: Final = msgspec.json.Decoder(_BulkEnvelope)
+
+
+def snippet(body: bytes) -> str:
+    """The start of a body, decoded leniently and with whitespace collapsed."""
+    text = " ".join(body[: _SNIPPET_CHARS * 4].decode("utf-8", "replace").split())
+    return text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "..."
+
+
+def decode(decoder: msgspec.json.Decoder[T], body: bytes, *, operation: str, status: int) -> T:
+    """Decode a success body, or raise a contract error naming the operation and field."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        error = decode_error(body)
+        if error is not None and error.status == "error":
+            reason = f"HTTP {status} with an error body: {error.code}: {error.message}"
+            raise PrefactorResponseContractError(
+                reason, status_code=status, operation=operation
+            ) from None
+        raise PrefactorResponseContractError(
+            f"unexpected response shape: {exc}",
+            status_code=status,
+            body_snippet=snippet(body),
+            operation=operation,
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise PrefactorResponseContractError(
+            f"response is not valid JSON ({exc})",
+            status_code=status,
+            body_snippet=snippet(body),
+            operation=operation,
+        ) from None
+
+
+def decode_error(body: bytes) -> ErrorBody | None:
+    """Decode an error body, or ``None`` when it is not one."""
+    try:
+        return _ERROR_DECODER.decode(body)
+    except msgspec.DecodeError:
+        return None
+
+
+# --- arguments -----------------------------------------------------------------------------
+
+_SCALARS: Final = (str, int, bool, type(None), datetime, date, time, UUID)
+
+
+def check_json(value: object, where: str) -> None:
+    """Raise if ``value`` would not survive a JSON round trip unchanged.
+
+    msgspec would write NaN as ``null`` and a set as an array; a payload must never be
+    changed on its way out, so both are refused here, naming the path of the bad value.
+
+    Raises:
+        TypeError: A value of a type JSON cannot hold, or a non-string key.
+        ValueError: A float that is NaN or infinite.
+    """
+    if isinstance(value, _SCALARS):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} is {value!r}, which JSON cannot represent")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{where} has a key {key!r} of type {type(key).__name__}; JSON keys are strings"
+                )
+            check_json(item, f"{where}[{key!r}]")
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_json(item, f"{where}[{index}]")
+        return
+    if isinstance(value, msgspec.Struct):
+        check_json(msgspec.to_builtins(value), where)
+        return
+    raise TypeError(
+        f"{where} holds {value!r} of type {type(value).__name__}, which is not JSON "
+        "(use dict, list, str, int, float, bool, None, datetime or UUID)"
+    )
+
+
+def to_struct(value: object, model: type[T], where: str) -> T:
+    """Accept a Struct of ``model`` or a plain mapping, and return the Struct.
+
+    Raises:
+        TypeError: ``value`` is neither.
+        ValueError: The mapping does not fit the model; the message names the field.
+    """
+    if isinstance(value, model):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where} must be a {model.__name__} or a dict, not {type(value).__name__}")
+    check_json(value, where)
+    try:
+        return msgspec.convert(value, model)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{where} is not a valid {model.__name__}: {exc}") from None
+
+
+def json_object(value: object, where: str) -> dict[str, Any]:
+    """Check a user payload is a JSON object and return it as a dict.
+
+    Raises:
+        TypeError: Not a mapping, or holding something JSON cannot hold.
+        ValueError: Holding NaN or an infinity.
+    """
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where} must be a dict, not {type(value).__name__}")
+    check_json(value, where)
+    return value if type(value) is dict else dict(value)

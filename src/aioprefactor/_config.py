@@ -1,0 +1,169 @@
+"""Client settings, from arguments and the environment, checked once at construction."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import yarl
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+ENV_API_URL: Final = "PREFACTOR_API_URL"
+ENV_API_TOKEN: Final = "PREFACTOR_API_TOKEN"  # noqa: S105 - a variable name, not a secret
+ENV_AGENT_ID: Final = "PREFACTOR_AGENT_ID"
+ENV_ENVIRONMENT_ID: Final = "PREFACTOR_ENVIRONMENT_ID"
+
+DEFAULT_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+
+
+class Secret:
+    """A string that never shows itself in ``repr`` or ``str``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in {"localhost", "localhost."}:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_api_url(raw: object, *, allow_insecure_http: bool) -> yarl.URL:
+    """Check an API base URL and return it without a trailing slash.
+
+    Raises:
+        ValueError: Not an absolute http(s) URL, carries a query, fragment or
+            credentials, or is plain http to a host that is not loopback.
+    """
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError("api_url is empty: pass api_url= or set PREFACTOR_API_URL")
+    try:
+        url = yarl.URL(raw.strip())
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"api_url {raw!r} is not a URL: {exc}") from None
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ValueError(f"api_url {raw!r} must be an absolute http:// or https:// URL")
+    if url.query_string or url.fragment:
+        raise ValueError(f"api_url {raw!r} must not carry a query or a fragment")
+    if url.user is not None or url.password is not None:
+        raise ValueError("api_url must not carry credentials; pass api_token= instead")
+    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
+        raise ValueError(
+            f"api_url {raw!r} uses plain http to a host that is not loopback; the token "
+            "would travel in clear. Use https://, or pass allow_insecure_http=True."
+        )
+    return url.with_path(url.path.rstrip("/"))
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a Client needs, already checked. Built by :func:`make_settings`."""
+
+    api_url: yarl.URL
+    api_token: Secret = field(repr=False)
+    connect_timeout: float
+    request_timeout: float
+    total_timeout: float
+    max_retries: int
+    backoff_initial: float
+    backoff_max: float
+    retry_after_cap: float
+    retry_statuses: frozenset[int]
+    max_response_bytes: int
+    max_connections: int
+
+
+def make_settings(
+    *,
+    api_url: str | None,
+    api_token: str | None,
+    allow_insecure_http: bool = False,
+    connect_timeout: float = 5.0,
+    request_timeout: float = 10.0,
+    total_timeout: float = 30.0,
+    max_retries: int = 3,
+    backoff_initial: float = 0.25,
+    backoff_max: float = 5.0,
+    retry_after_cap: float = 60.0,
+    retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
+    max_response_bytes: int = 10 * 1024 * 1024,
+    max_connections: int = 100,
+) -> Settings:
+    """Check the arguments, fill the gaps from the environment, and return Settings.
+
+    Raises:
+        ValueError: A missing or bad URL or token, or a bad limit.
+        TypeError: A limit of the wrong type.
+    """
+    url_text = api_url if api_url is not None else os.environ.get(ENV_API_URL, "")
+    token = api_token if api_token is not None else os.environ.get(ENV_API_TOKEN, "")
+    if not isinstance(token, str):
+        raise TypeError(f"api_token must be a str, not {type(token).__name__}")
+    if not token.strip():
+        raise ValueError("api_token is empty: pass api_token= or set PREFACTOR_API_TOKEN")
+    if any(ch in token for ch in "\r\n\0") or token != token.strip():
+        raise ValueError("api_token holds whitespace or control characters")
+    for name, value in (
+        ("max_retries", max_retries),
+        ("max_response_bytes", max_response_bytes),
+        ("max_connections", max_connections),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
+    if max_response_bytes < 1024:
+        raise ValueError(f"max_response_bytes must be at least 1024, not {max_response_bytes}")
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+    statuses = frozenset(retry_statuses)
+    if not all(type(s) is int and 400 <= s <= 599 for s in statuses):
+        raise ValueError("retry_statuses must hold HTTP error statuses (400-599)")
+    return Settings(
+        api_url=parse_api_url(url_text, allow_insecure_http=allow_insecure_http),
+        api_token=Secret(token),
+        connect_timeout=_positive("connect_timeout", connect_timeout),
+        request_timeout=_positive("request_timeout", request_timeout),
+        total_timeout=_positive("total_timeout", total_timeout),
+        max_retries=max_retries,
+        backoff_initial=_positive("backoff_initial", backoff_initial),
+        backoff_max=_positive("backoff_max", backoff_max),
+        retry_after_cap=_positive("retry_after_cap", retry_after_cap),
+        retry_statuses=statuses,
+        max_response_bytes=max_response_bytes,
+        max_connections=max_connections,
+    )

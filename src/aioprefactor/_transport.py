@@ -1,0 +1,329 @@
+"""The HTTP layer: one aiohttp session, deadlines, and retries that are safe to make.
+
+Every mutating request carries its idempotency key in the body, and the body is encoded
+once, so each retry sends the very same bytes: a retry after a lost response cannot
+apply a second effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Final, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import yarl
+
+from aioprefactor._codec import decode, decode_error, snippet
+from aioprefactor._errors import (
+    PrefactorApiError,
+    PrefactorAuthError,
+    PrefactorConflictError,
+    PrefactorError,
+    PrefactorNotFoundError,
+    PrefactorRateLimitError,
+    PrefactorResponseContractError,
+    PrefactorRetryExhaustedError,
+    PrefactorServerError,
+    PrefactorTimeoutError,
+    PrefactorTransportError,
+    PrefactorValidationError,
+)
+from aioprefactor._version import __version__
+
+if TYPE_CHECKING:
+    import msgspec
+
+    from aioprefactor._config import Settings
+
+T = TypeVar("T")
+
+log: Final = logging.getLogger("aioprefactor")
+
+SDK_HEADER: Final = f"aioprefactor@{__version__}"
+_READ_CHUNK: Final = 64 * 1024
+
+
+def path_segment(value: object, name: str) -> str:
+    """Percent-encode an id as exactly one URL path segment.
+
+    Raises:
+        TypeError: ``value`` is not a str.
+        ValueError: ``value`` is empty.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    encoded = quote(value, safe="")
+    # "." and ".." are unreserved, so quote() keeps them, yet as a whole segment they
+    # would move the path; encoded, they are plain data.
+    if encoded in {".", ".."}:
+        encoded = encoded.replace(".", "%2E")
+    return encoded
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), or ``None``."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def api_error(
+    status: int, body: bytes, *, method: str, path: str, retry_after: float | None
+) -> PrefactorError:
+    """Turn an error response into the matching exception."""
+    error = decode_error(body)
+    if error is None:
+        return PrefactorResponseContractError(
+            "error response is not a JSON error body",
+            status_code=status,
+            body_snippet=snippet(body),
+            operation=f"{method} {path}",
+        )
+    message = error.message or f"HTTP {status}"
+    code = error.code
+    if status in {400, 422}:
+        return PrefactorValidationError(
+            message,
+            status_code=status,
+            code=code,
+            method=method,
+            path=path,
+            errors=error.errors,
+        )
+    if status == 429:
+        return PrefactorRateLimitError(
+            message,
+            status_code=status,
+            code=code,
+            method=method,
+            path=path,
+            retry_after=retry_after,
+        )
+    kind = _ERROR_BY_STATUS.get(
+        status, PrefactorServerError if status >= 500 else PrefactorApiError
+    )
+    return kind(message, status_code=status, code=code, method=method, path=path)
+
+
+_ERROR_BY_STATUS: Final[dict[int, type[PrefactorApiError]]] = {
+    401: PrefactorAuthError,
+    403: PrefactorAuthError,
+    404: PrefactorNotFoundError,
+    409: PrefactorConflictError,
+}
+
+
+class Transport:
+    """Sends requests through one session and decodes the answers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._base = str(settings.api_url)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.request_timeout, connect=settings.connect_timeout
+        )
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a session is open."""
+        return self._session is not None
+
+    def url(self, path: str) -> yarl.URL:
+        """The URL of an API path whose ids are already percent-encoded."""
+        return yarl.URL(self._base + path, encoded=True)
+
+    def open(self) -> None:
+        """Create the session; it belongs to the running event loop."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._session = aiohttp.ClientSession(
+            headers={
+                "Authorization": f"Bearer {self._settings.api_token.reveal()}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "X-Prefactor-SDK": SDK_HEADER,
+            },
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(limit=self._settings.max_connections),
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _check_loop(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None:
+            raise RuntimeError("the client's session is not open")
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                "this Client was opened on another event loop; a client (and its "
+                "aiohttp session) belongs to one loop: create one Client per loop"
+            )
+        return session
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        decoder: msgspec.json.Decoder[T],
+        operation: str,
+    ) -> T:
+        """Send a request, retrying what is safe to retry, and decode the success body.
+
+        Raises:
+            PrefactorApiError: A non-retryable error status (or a subclass of it).
+            PrefactorResponseContractError: A response the contract does not allow.
+            PrefactorRetryExhaustedError: Every attempt failed with a retryable error.
+        """
+        session = self._check_loop()
+        settings = self._settings
+        url = self.url(path)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + settings.total_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - loop.time()
+            timeout = self._timeout
+            if remaining < settings.request_timeout:
+                timeout = aiohttp.ClientTimeout(
+                    total=max(remaining, 0.001), connect=settings.connect_timeout
+                )
+            retry_after: float | None = None
+            try:
+                status, payload, retry_after = await self._send(session, method, url, body, timeout)
+                error: PrefactorError
+                if status < 300:
+                    result = decode(decoder, payload, operation=operation, status=status)
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug(
+                            "%s %s -> %d (attempt %d, %.1f ms)",
+                            method,
+                            path,
+                            status,
+                            attempt,
+                            (loop.time() - started) * 1000,
+                        )
+                    return result
+                error = api_error(
+                    status, payload, method=method, path=path, retry_after=retry_after
+                )
+            except PrefactorError as exc:
+                error = exc
+                status = getattr(exc, "status_code", None) or 0
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s %s -> %s (attempt %d, %.1f ms)",
+                    method,
+                    path,
+                    status or error,
+                    attempt,
+                    (loop.time() - started) * 1000,
+                )
+            if not self._retryable(error):
+                raise error
+            if attempt > settings.max_retries:
+                raise PrefactorRetryExhaustedError(
+                    f"{operation} failed", last_error=error, attempts=attempt
+                )
+            delay = self._delay(attempt, retry_after)
+            if loop.time() + delay >= deadline:
+                raise PrefactorRetryExhaustedError(
+                    f"{operation} failed within its total deadline of {settings.total_timeout:g} s",
+                    last_error=error,
+                    attempts=attempt,
+                )
+            await asyncio.sleep(delay)
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: yarl.URL,
+        body: bytes | None,
+        timeout: aiohttp.ClientTimeout,
+    ) -> tuple[int, bytes, float | None]:
+        cap = self._settings.max_response_bytes
+        try:
+            async with session.request(method, url, data=body, timeout=timeout) as response:
+                status = response.status
+                retry_after = (
+                    parse_retry_after(response.headers.get("Retry-After"))
+                    if status == 429 or status >= 500
+                    else None
+                )
+                length = response.content_length
+                if length is not None and length > cap:
+                    raise PrefactorResponseContractError(
+                        f"response of {length} bytes is over the {cap}-byte limit",
+                        status_code=status,
+                        operation=f"{method} {url.raw_path}",
+                    )
+                if length is not None:
+                    return status, await response.read(), retry_after
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.content.iter_chunked(_READ_CHUNK):
+                    size += len(chunk)
+                    if size > cap:
+                        raise PrefactorResponseContractError(
+                            f"response is over the {cap}-byte limit",
+                            status_code=status,
+                            body_snippet=snippet(chunks[0] if chunks else chunk),
+                            operation=f"{method} {url.raw_path}",
+                        )
+                    chunks.append(chunk)
+                return status, b"".join(chunks), retry_after
+        except TimeoutError as exc:
+            raise PrefactorTimeoutError(
+                f"{method} {url.raw_path}: no answer within the time allowed"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise PrefactorTransportError(
+                f"{method} {url.raw_path}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except OSError as exc:
+            raise PrefactorTransportError(
+                f"{method} {url.raw_path}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _retryable(self, error: PrefactorError) -> bool:
+        if isinstance(error, PrefactorTransportError):
+            return True
+        status = getattr(error, "status_code", None)
+        return status is not None and status in self._settings.retry_statuses
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        settings = self._settings
+        if retry_after is not None:
+            # The server's word wins over the backoff's maximum; only its own cap bounds it.
+            return min(retry_after, settings.retry_after_cap)
+        ceiling = min(settings.backoff_max, settings.backoff_initial * 2.0 ** (attempt - 1))
+        return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311 - jitter, not crypto
