@@ -1,0 +1,185 @@
+"""`LocalPrefactor`: the local API served on a loopback socket, with inspection for tests."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from typing import TYPE_CHECKING, Any, Self
+
+from aiohttp import web
+
+from aioprefactor.testing._app import LocalApp, RecordedRequest
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from aioprefactor.testing._faults import FaultPlan
+
+_SHUTDOWN_GRACE = 0.5  # seconds left to in-flight requests (a long latency fault) on stop
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class LocalPrefactor:
+    """An in-memory Prefactor API on a loopback socket, for tests and local development.
+
+    It implements the API's wire contract: bearer auth, the instance and span state machines,
+    idempotency replay, bulk, ping, and the terminate control signal, plus a fault plan.
+
+    ```python
+    async with LocalPrefactor() as api:
+        client = Client(api_url=api.url, api_token=api.token)
+    ```
+
+    Args:
+        host: The loopback address to listen on.
+        port: The port; `0` lets the operating system choose a free one.
+        token: The bearer token to accept; `None` makes a random one.
+
+    Raises:
+        ValueError: If `host` is not a loopback address.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
+        if not _is_loopback(host):
+            msg = f"the local API listens on loopback addresses only, not {host!r}"
+            raise ValueError(msg)
+        if token is not None and not token:
+            msg = "token must not be empty"
+            raise ValueError(msg)
+        self._host = host
+        self._port = port
+        self._app = LocalApp(
+            token if token is not None else f"pf-local-{secrets.token_urlsafe(24)}"
+        )
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+
+    def __repr__(self) -> str:
+        state = self._url if self._url is not None else "stopped"
+        return f"<LocalPrefactor {state}>"
+
+    async def start(self) -> None:
+        """Start serving; the port is known (`url`) when this returns.
+
+        Raises:
+            RuntimeError: If it is already running.
+        """
+        if self._runner is not None:
+            msg = "the local API is already running"
+            raise RuntimeError(msg)
+        runner = web.AppRunner(
+            self._app.application(), access_log=None, shutdown_timeout=_SHUTDOWN_GRACE
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        host, port = runner.addresses[0][:2]
+        self._runner = runner
+        self._url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        """Stop serving and close every connection (nothing happens if it is not running)."""
+        runner, self._runner, self._url = self._runner, None, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        """The base URL, such as `http://127.0.0.1:54321` (`RuntimeError` when not running)."""
+        if self._url is None:
+            msg = "the local API is not running: use `async with LocalPrefactor()` or start()"
+            raise RuntimeError(msg)
+        return self._url
+
+    @property
+    def token(self) -> str:
+        """The bearer token the API accepts."""
+        return self._app.token
+
+    @property
+    def faults(self) -> FaultPlan:
+        """The fault plan: failures to inject into the next requests."""
+        return self._app.faults
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received since the start (or the last `reset()`), in arrival order."""
+        return self._app.log
+
+    def instances(self) -> list[dict[str, Any]]:
+        """Return every agent instance as the API renders it, in registration order."""
+        return [instance.to_json() for instance in self._app.store.instances.values()]
+
+    def instance(self, instance_id: str) -> dict[str, Any]:
+        """Return one agent instance as the API renders it.
+
+        Raises:
+            KeyError: If there is no such instance.
+        """
+        return self._app.store.instances[instance_id].to_json()
+
+    def spans(self, instance_id: str | None = None) -> list[dict[str, Any]]:
+        """Return the spans of one instance (or of all), in creation order.
+
+        Raises:
+            KeyError: If `instance_id` names no instance.
+        """
+        store = self._app.store
+        if instance_id is None:
+            return [span.to_json() for span in store.spans.values()]
+        return [store.spans[span_id].to_json() for span_id in store.instances[instance_id].span_ids]
+
+    def span(self, span_id: str) -> dict[str, Any]:
+        """Return one span as the API renders it.
+
+        Raises:
+            KeyError: If there is no such span.
+        """
+        return self._app.store.spans[span_id].to_json()
+
+    def agent_versions(self) -> list[dict[str, Any]]:
+        """Return the agent versions registered, one per (agent, external identifier)."""
+        return [version.to_json() for version in self._app.store.agent_versions.values()]
+
+    def schema_versions(self) -> list[dict[str, Any]]:
+        """Return the schema versions registered, one per (agent, external identifier)."""
+        return [schema.to_json() for schema in self._app.store.schema_versions.values()]
+
+    def terminate(self, instance_id: str, reason: str = "terminated by the server") -> None:
+        """Terminate an instance from the server's side, as an operator would.
+
+        Its status becomes `terminated` with `reason`; later span responses for it carry
+        `"control": {"terminate": true, "reason": reason}`, and start and finish are refused.
+
+        Raises:
+            KeyError: If there is no such instance.
+            ValueError: If the instance has already ended.
+        """
+        self._app.store.terminate(instance_id, reason)
+
+    def reset(self) -> None:
+        """Forget all instances, spans, versions, idempotency keys, logged requests and faults."""
+        self._app.reset()
