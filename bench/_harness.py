@@ -1,0 +1,188 @@
+"""The bench's plumbing: the official SDK's virtual environment, the local API in its own
+process, worker subprocesses, interleaved rounds, medians, and the machine's description.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+BENCH = Path(__file__).resolve().parent
+WORK = BENCH / ".work"
+OFFICIAL_VENV = BENCH / ".venv-official"
+WORKER_TIMEOUT = 900.0  # seconds; a stuck worker fails its cell, not the bench
+OFFICIAL_PINS = {"prefactor-http": "0.4.3", "prefactor-core": "0.5.3"}
+
+Result = dict[str, Any]
+
+
+def official_python() -> Path:
+    """The python of the official SDK's own virtual environment, created on first use."""
+    python = OFFICIAL_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {OFFICIAL_VENV.relative_to(BENCH.parent)} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(OFFICIAL_VENV)], check=True)
+    probe = (
+        "import importlib.metadata as m\n"
+        f"for name in {list(OFFICIAL_PINS)!r}:\n"
+        "    try: print(m.version(name))\n"
+        "    except m.PackageNotFoundError: print('-')\n"
+    )
+    found = subprocess.run(
+        [python, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if found != list(OFFICIAL_PINS.values()):
+        pins = [f"{name}=={version}" for name, version in OFFICIAL_PINS.items()]
+        print(f"installing {' '.join(pins)} into the official venv ...", file=sys.stderr)
+        subprocess.run([python, "-m", "pip", "install", "-q", *pins], check=True)
+    return python
+
+
+@contextlib.contextmanager
+def local_api(python: str = sys.executable) -> Iterator[tuple[str, str]]:
+    """``python -m aioprefactor serve`` in its own process; yields (url, token).
+
+    Its output goes to ``bench/.work/server.log`` (never a pipe nobody reads, which would
+    block the server once full).
+    """
+    WORK.mkdir(exist_ok=True)
+    log_path = WORK / "server.log"
+    token = secrets.token_urlsafe(24)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [python, "-m", "aioprefactor", "serve", "--port", "0", "--token", token],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        yield _wait_for_url(proc, log_path), token
+    finally:
+        stop_process(proc)
+
+
+def _wait_for_url(proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        match = re.search(r"http://127\.0\.0\.1:\d+", text)
+        if match:
+            return match.group(0)
+        if proc.poll() is not None:
+            raise RuntimeError(f"the local API exited with {proc.returncode}:\n{text[-2000:]}")
+        time.sleep(0.05)
+    raise RuntimeError(f"the local API printed no URL within {timeout:.0f} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT, then SIGKILL if it does not stop within ten seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def worker(python: str | Path, script: str, figure: str, **kw: object) -> Result:
+    """Run ``bench/<script> <figure> --key value ...`` in a fresh process; its JSON result.
+
+    A failed worker yields ``{"error": ...}`` with the end of its stderr, so one broken
+    side does not stop the others.
+    """
+    argv = [str(python), str(BENCH / script), figure]
+    for key, value in kw.items():
+        argv += [f"--{key}", str(value)]
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=WORKER_TIMEOUT, cwd=BENCH, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {WORKER_TIMEOUT:.0f} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()[-15:]
+        print(
+            f"\n--- {script} {figure} failed ({proc.returncode}):",
+            *tail,
+            sep="\n  ",
+            file=sys.stderr,
+        )
+        return {"error": tail[-1] if tail else f"exit {proc.returncode}"}
+    result: Result = json.loads(lines[-1])
+    return result
+
+
+def interleave(rounds: int, sides: dict[str, Callable[[], Result]]) -> dict[str, list[Result]]:
+    """Run every side once per round, rotating the order, so drift hits all sides alike."""
+    names = list(sides)
+    results: dict[str, list[Result]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            results[name].append(sides[name]())
+            print(".", end="", flush=True, file=sys.stderr)
+    return results
+
+
+def median(results: list[Result], key: str) -> float | None:
+    """The median of ``key`` over the rounds that produced it; None if none did."""
+    values = [r[key] for r in results if key in r]
+    return statistics.median(values) if values else None
+
+
+def problem(results: list[Result]) -> str | None:
+    """Why a side has no figure: its 'n/a' or its error, else None."""
+    for r in results:
+        if "na" in r:
+            return str(r["na"])
+    for r in results:
+        if "error" in r:
+            return f"error: {r['error']}"
+    return None
+
+
+def import_time_us(python: str | Path, module: str) -> Result:
+    """Cumulative import time of ``module`` in a fresh interpreter (``-X importtime``)."""
+    proc = subprocess.run(
+        [str(python), "-X", "importtime", "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in proc.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[2].strip() == module:
+            return {"us": float(parts[1])}
+    if "ModuleNotFoundError" in proc.stderr or "ImportError" in proc.stderr:
+        return {"na": "not available"}
+    return {"error": proc.stderr.strip().splitlines()[-1:] or "no importtime line"}
+
+
+def machine() -> dict[str, str]:
+    """Date, Python and machine, for the results' header."""
+    cpu = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+    }

@@ -1,0 +1,184 @@
+"""What every side's worker shares: arguments, the request bodies, the timing loops, the output.
+
+Standard library only: the official side imports this module too, from its own virtual
+environment, which holds neither aioprefactor nor msgspec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import statistics
+import sys
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+AGENT_ID = "bench-agent"
+AGENT_VERSION: dict[str, Any] = {
+    "name": "Bench agent",
+    "external_identifier": "1.0.0",
+    "runtime_environment": {
+        "os": "linux",
+        "runtime": "cpython@3.11",
+        "prefactor_sdk": ["bench@0"],
+        "agent_sdk": [],
+    },
+}
+SCHEMA_VERSION: dict[str, Any] = {
+    "external_identifier": "bench-schema-1",
+    "span_type_schemas": [
+        {"name": "agent:llm", "params_schema": {"type": "object"}},
+    ],
+}
+SPAN_PAYLOAD: dict[str, Any] = {"model": "m", "prompt": "p"}
+SPAN_RESULT: dict[str, Any] = {"text": "t"}
+SPANS_PER_RUN = 10
+
+# A success envelope as the API returns it for an instance: every field of the contract,
+# a few unknown ones (the API grows), the size of a real response.
+SAMPLE_INSTANCE = json.dumps(
+    {
+        "status": "success",
+        "details": {
+            "type": "agent_instance",
+            "id": "01JD7XK2M4Q8W3E5R7T9Y1U3I5",
+            "account_id": "acc_01JD7XK2M4Q8W3E5R7T9Y1U3I6",
+            "agent_id": "agt_01JD7XK2M4Q8W3E5R7T9Y1U3I7",
+            "agent_version_id": "agv_01JD7XK2M4Q8W3E5R7T9Y1U3I8",
+            "environment_id": "env_01JD7XK2M4Q8W3E5R7T9Y1U3I9",
+            "agent_deployment_id": "dep_01JD7XK2M4Q8W3E5R7T9Y1U3J0",
+            "status": "complete",
+            "inserted_at": "2025-01-15T10:21:33.123456Z",
+            "updated_at": "2025-01-15T10:21:35.654321Z",
+            "started_at": "2025-01-15T10:21:33.200000Z",
+            "finished_at": "2025-01-15T10:21:35.654321Z",
+            "termination_reason": None,
+            "external_identifier": "run-42",
+            "span_counts": {
+                "total": 10,
+                "active": 0,
+                "complete": 9,
+                "failed": 1,
+                "cancelled": 0,
+                "finished": 10,
+            },
+            "purpose": "live",
+            "quality_payloads": None,
+            "region": "eu-west-1",
+        },
+    }
+).encode()
+
+
+def new_key() -> str:
+    """An idempotency key, generated per call as both clients do."""
+    return uuid.uuid4().hex
+
+
+def parse_args(figures: tuple[str, ...]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("figure", choices=figures)
+    parser.add_argument("--url", default="")
+    parser.add_argument("--token", default="")
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=0.5)
+    return parser.parse_args()
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print the one JSON line the harness reads."""
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def not_available(reason: str) -> None:
+    emit({"na": reason})
+
+
+async def measure(op: Callable[[], Awaitable[Any]], n: int, concurrency: int) -> dict[str, Any]:
+    """Run ``op`` n times over ``concurrency`` lanes; client CPU and wall per operation.
+
+    A warm-up pass at the same concurrency first opens the connections and fills caches,
+    so the measured pass pays only the steady-state cost.
+    """
+    await _lanes(op, min(max(2 * concurrency, 20), 500), concurrency, None)
+    latencies: list[float] = []
+    gc.collect()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await _lanes(op, n, concurrency, latencies)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {
+        "n": n,
+        "concurrency": concurrency,
+        "cpu_us": cpu / n * 1e6,
+        "latency_ms": statistics.median(latencies) * 1e3,
+        "ops_s": n / wall,
+    }
+
+
+async def _lanes(
+    op: Callable[[], Awaitable[Any]], n: int, concurrency: int, latencies: list[float] | None
+) -> None:
+    remaining = n
+
+    async def lane() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            await op()
+            if latencies is not None:
+                latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(lane() for _ in range(min(concurrency, n))))
+
+
+def measure_decode(decode: Callable[[bytes], Any], seconds: float) -> dict[str, Any]:
+    """Decode the sample response in batches for ``seconds`` of CPU; responses per second."""
+    body = SAMPLE_INSTANCE
+    batch = range(1000)
+    for _ in batch:
+        decode(body)
+    gc.collect()
+    n, cpu = 0, 0.0
+    cpu0 = time.process_time()
+    while cpu < seconds:
+        for _ in batch:
+            decode(body)
+        n += len(batch)
+        cpu = time.process_time() - cpu0
+    return {"n": n, "per_s": n / cpu, "us": cpu / n * 1e6}
+
+
+async def measure_runs(
+    one: Callable[[], Awaitable[Any]], n: int, close: Callable[[], Awaitable[Any]]
+) -> dict[str, Any]:
+    """Run ``one`` n times in a row; CPU per run includes closing the client (draining it).
+
+    ``block_ms`` is the wall time each run's block took around an empty body: the time the
+    telemetry adds to the agent's run.
+    """
+    for _ in range(5):
+        await one()
+    blocks: list[float] = []
+    gc.collect()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        start = time.perf_counter()
+        await one()
+        blocks.append(time.perf_counter() - start)
+    await close()
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {
+        "n": n,
+        "cpu_us": cpu / n * 1e6,
+        "block_ms": statistics.median(blocks) * 1e3,
+        "runs_s": n / wall,
+    }
