@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("aioprefactor.testing")
 
 _MAX_BODY = 16 * 1024 * 1024
-_RECORD = "aioprefactor.record"
+# The record of the request being handled: the pipeline sets it, `_mutate` marks replays.
+_current_record: ContextVar[RecordedRequest] = ContextVar("_current_record")
 
 
 @dataclass(slots=True, eq=False)
@@ -148,7 +150,7 @@ class LocalApp:
             faults=decision.kinds,
         )
         self.log.append(record)
-        request[_RECORD] = record
+        _current_record.set(record)
         response = await self._answer(request, handler, record, decision.delay, decision.reply)
         if decision.drop and request.transport is not None:
             request.transport.close()
@@ -215,35 +217,34 @@ class LocalApp:
 
     def _mutate(
         self,
-        request: web.Request,
         route: str,
         resource_id: str,
         body: Mapping[str, Any],
         prefix: str = "",
     ) -> web.Response:
         (status, answer), replayed = self.operations.run(route, resource_id, body, prefix)
-        request[_RECORD].replayed = replayed
+        _current_record.get().replayed = replayed
         return _json_response(status, answer)
 
     async def _register(self, request: web.Request) -> web.Response:
         body = _decode(await request.read())
-        return self._mutate(request, routes.REGISTER, "", body)
+        return self._mutate(routes.REGISTER, "", body)
 
     async def _start(self, request: web.Request) -> web.Response:
         body = _decode(await request.read())
-        return self._mutate(request, routes.START, request.match_info["id"], body)
+        return self._mutate(routes.START, request.match_info["id"], body)
 
     async def _finish(self, request: web.Request) -> web.Response:
         body = _decode(await request.read())
-        return self._mutate(request, routes.FINISH, request.match_info["id"], body)
+        return self._mutate(routes.FINISH, request.match_info["id"], body)
 
     async def _record_quality(self, request: web.Request) -> web.Response:
         body = _decode(await request.read())
-        return self._mutate(request, routes.RECORD_QUALITY, request.match_info["id"], body)
+        return self._mutate(routes.RECORD_QUALITY, request.match_info["id"], body)
 
     async def _finish_span(self, request: web.Request) -> web.Response:
         body = _decode(await request.read())
-        return self._mutate(request, routes.SPAN_FINISH, request.match_info["id"], body)
+        return self._mutate(routes.SPAN_FINISH, request.match_info["id"], body)
 
     async def _create_span(self, request: web.Request) -> web.Response:
         body = _decode(await request.read())
@@ -252,7 +253,7 @@ class LocalApp:
         details = fields.mapping("details", required=True)
         fields.check()
         assert details is not None
-        return self._mutate(request, routes.SPAN_CREATE, "", details, prefix="details.")
+        return self._mutate(routes.SPAN_CREATE, "", details, prefix="details.")
 
     async def _get(self, request: web.Request) -> web.Response:
         instance = self.store.instance(request.match_info["id"])
