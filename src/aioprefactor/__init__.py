@@ -6,6 +6,8 @@ Record every run of an agent truthfully, exactly once, without slowing it down.
 from __future__ import annotations
 
 from aioprefactor._client import Client, ClientState
+from aioprefactor._context import current_instance, current_span
+from aioprefactor._default import agent_instance, configure
 from aioprefactor._errors import (
     PrefactorApiError,
     PrefactorAuthError,
@@ -20,6 +22,7 @@ from aioprefactor._errors import (
     PrefactorTransportError,
     PrefactorValidationError,
 )
+from aioprefactor._lifecycle import InstanceRun, InstanceScope
 from aioprefactor._models import (
     AgentInstance,
     AgentSchemaVersion,
@@ -36,6 +39,9 @@ from aioprefactor._models import (
     SpanCounts,
     SpanTypeSchema,
 )
+from aioprefactor._recording import RecordingState
+from aioprefactor._schema import declare_span_type
+from aioprefactor._spans import SpanRun, SpanScope, span
 from aioprefactor._version import __version__
 
 __all__ = [
@@ -52,6 +58,8 @@ __all__ = [
     "ControlSignal",
     "FinishStatus",
     "InstancePurpose",
+    "InstanceRun",
+    "InstanceScope",
     "PrefactorApiError",
     "PrefactorAuthError",
     "PrefactorConflictError",
@@ -64,8 +72,17 @@ __all__ = [
     "PrefactorTimeoutError",
     "PrefactorTransportError",
     "PrefactorValidationError",
+    "RecordingState",
     "RuntimeEnvironment",
     "SpanCounts",
+    "SpanRun",
+    "SpanScope",
     "SpanTypeSchema",
     "__version__",
+    "agent_instance",
+    "configure",
+    "current_instance",
+    "current_span",
+    "declare_span_type",
+    "span",
 ]

@@ -8,11 +8,24 @@ from typing import TYPE_CHECKING, Any, Final, Self, final
 
 from aioprefactor._config import DEFAULT_RETRY_STATUSES, Settings, make_settings
 from aioprefactor._endpoints import AgentInstanceClient, AgentSpanClient, BulkClient, ping
+from aioprefactor._lifecycle import (
+    DEFAULT_ENTER_TIMEOUT,
+    DEFAULT_FINISH_TIMEOUT,
+    InstanceScope,
+    make_scope,
+)
 from aioprefactor._transport import Transport
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
     from types import TracebackType
+
+    from aioprefactor._models import (
+        AgentSchemaVersion,
+        AgentVersion,
+        InstancePurpose,
+        SpanTypeSchema,
+    )
 
 _DEFAULT_FLUSH_TIMEOUT: Final = 10.0
 
@@ -142,6 +155,44 @@ class Client:
             PrefactorRetryExhaustedError: The API could not be reached.
         """
         return await ping(self._transport())
+
+    def agent_instance(
+        self,
+        *,
+        agent_id: str | None = None,
+        agent_version: AgentVersion | Mapping[str, Any],
+        agent_schema_version: AgentSchemaVersion | Mapping[str, Any] | None = None,
+        span_types: Iterable[SpanTypeSchema | Mapping[str, Any]] | None = None,
+        environment_id: str | None = None,
+        purpose: InstancePurpose | None = None,
+        external_identifier: str | None = None,
+        id: str | None = None,  # noqa: A002 - the API's own name for it
+        update_current_version: bool = True,
+        strict: bool = False,
+        enter_timeout: float = DEFAULT_ENTER_TIMEOUT,
+        finish_timeout: float = DEFAULT_FINISH_TIMEOUT,
+    ) -> InstanceScope:
+        """Record a run of an agent through this client; see :func:`aioprefactor.agent_instance`.
+
+        Raises:
+            TypeError: A missing ``agent_version`` or an argument of the wrong type.
+            ValueError: A bad argument.
+        """
+        return make_scope(
+            lambda: self,
+            agent_id=agent_id,
+            agent_version=agent_version,
+            agent_schema_version=agent_schema_version,
+            span_types=span_types,
+            environment_id=environment_id,
+            purpose=purpose,
+            external_identifier=external_identifier,
+            id=id,
+            update_current_version=update_current_version,
+            strict=strict,
+            enter_timeout=enter_timeout,
+            finish_timeout=finish_timeout,
+        )
 
     def _keep(self, task: asyncio.Task[Any]) -> None:
         """Hold a strong reference to background work until it is done."""
