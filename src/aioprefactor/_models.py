@@ -38,10 +38,14 @@ class _Model(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Base of every model: immutable, keyword-only, defaults left off the wire."""
 
 
+# msgspec applies ``kw_only`` only to the fields a class defines itself, so every model
+# repeats it; otherwise their fields would be positional after all.
+
+
 # --- parts of a registration -------------------------------------------------------------
 
 
-class RuntimeEnvironment(_Model, frozen=True):
+class RuntimeEnvironment(_Model, frozen=True, kw_only=True):
     """Where an agent version runs: OS, language runtime, SDK packages."""
 
     os: str | None = None
@@ -50,7 +54,7 @@ class RuntimeEnvironment(_Model, frozen=True):
     agent_sdk: tuple[str, ...] | None = None
 
 
-class AgentVersion(_Model, frozen=True):
+class AgentVersion(_Model, frozen=True, kw_only=True):
     """The version of the agent an instance runs."""
 
     name: str
@@ -59,7 +63,7 @@ class AgentVersion(_Model, frozen=True):
     runtime_environment: RuntimeEnvironment | None = None
 
 
-class SpanTypeSchema(_Model, frozen=True):
+class SpanTypeSchema(_Model, frozen=True, kw_only=True):
     """One span type an agent declares: its name and JSON schemas."""
 
     name: str
@@ -70,7 +74,7 @@ class SpanTypeSchema(_Model, frozen=True):
     template: str | None = None
 
 
-class AgentSchemaVersion(_Model, frozen=True):
+class AgentSchemaVersion(_Model, frozen=True, kw_only=True):
     """The set of span types an agent version declares."""
 
     external_identifier: str
@@ -82,7 +86,7 @@ class AgentSchemaVersion(_Model, frozen=True):
 # --- request bodies ------------------------------------------------------------------------
 
 
-class RegisterRequest(_Model, frozen=True):
+class RegisterRequest(_Model, frozen=True, kw_only=True):
     """Body of ``POST /api/v1/agent_instance/register``."""
 
     agent_version: AgentVersion
@@ -97,14 +101,14 @@ class RegisterRequest(_Model, frozen=True):
     idempotency_key: str | None = None
 
 
-class StartRequest(_Model, frozen=True):
+class StartRequest(_Model, frozen=True, kw_only=True):
     """Body of ``POST /api/v1/agent_instance/{id}/start``."""
 
     timestamp: datetime | None = None
     idempotency_key: str | None = None
 
 
-class FinishRequest(_Model, frozen=True):
+class FinishRequest(_Model, frozen=True, kw_only=True):
     """Body of ``POST /api/v1/agent_instance/{id}/finish``."""
 
     status: FinishStatus | None = None
@@ -112,7 +116,7 @@ class FinishRequest(_Model, frozen=True):
     idempotency_key: str | None = None
 
 
-class RecordQualityRequest(_Model, frozen=True):
+class RecordQualityRequest(_Model, frozen=True, kw_only=True):
     """Body of ``POST /api/v1/agent_instance/{id}/record_quality``."""
 
     name: str
@@ -121,7 +125,7 @@ class RecordQualityRequest(_Model, frozen=True):
     idempotency_key: str | None = None
 
 
-class SpanCreateDetails(_Model, frozen=True):
+class SpanCreateDetails(_Model, frozen=True, kw_only=True):
     """The ``details`` of ``POST /api/v1/agent_spans``."""
 
     agent_instance_id: str
@@ -136,13 +140,13 @@ class SpanCreateDetails(_Model, frozen=True):
     idempotency_key: str | None = None
 
 
-class SpanCreateRequest(_Model, frozen=True):
+class SpanCreateRequest(_Model, frozen=True, kw_only=True):
     """Body of ``POST /api/v1/agent_spans``."""
 
     details: SpanCreateDetails
 
 
-class SpanFinishRequest(_Model, frozen=True):
+class SpanFinishRequest(_Model, frozen=True, kw_only=True):
     """Body of ``POST /api/v1/agent_spans/{id}/finish``."""
 
     status: FinishStatus | None = None
@@ -151,7 +155,7 @@ class SpanFinishRequest(_Model, frozen=True):
     idempotency_key: str | None = None
 
 
-class BulkItem(_Model, frozen=True):
+class BulkItem(_Model, frozen=True, kw_only=True):
     """One action of a bulk request.
 
     Args:
@@ -168,7 +172,7 @@ class BulkItem(_Model, frozen=True):
 # --- responses ---------------------------------------------------------------------------
 
 
-class SpanCounts(_Model, frozen=True):
+class SpanCounts(_Model, frozen=True, kw_only=True):
     """How many spans of an instance are in each state."""
 
     total: int = 0
@@ -179,14 +183,14 @@ class SpanCounts(_Model, frozen=True):
     finished: int = 0
 
 
-class ControlSignal(_Model, frozen=True):
+class ControlSignal(_Model, frozen=True, kw_only=True):
     """A request from the server to the agent, sent beside span responses."""
 
     terminate: bool = False
     reason: str | None = None
 
 
-class AgentInstance(_Model, frozen=True):
+class AgentInstance(_Model, frozen=True, kw_only=True):
     """One run of an agent, as the API records it."""
 
     id: str
@@ -209,7 +213,7 @@ class AgentInstance(_Model, frozen=True):
     quality_summaries: dict[str, str] | None = None
 
 
-class AgentSpan(_Model, frozen=True):
+class AgentSpan(_Model, frozen=True, kw_only=True):
     """One unit of work inside an instance, as the API records it.
 
     ``control`` is copied from the response envelope: when it says ``terminate``, the
@@ -235,7 +239,7 @@ class AgentSpan(_Model, frozen=True):
     control: ControlSignal | None = None
 
 
-class Envelope(_Model, Generic[T], frozen=True):
+class Envelope(_Model, Generic[T], frozen=True, kw_only=True):
     """A successful response: ``{"status": "success", "details": ...}``."""
 
     status: Literal["success"]
@@ -243,7 +247,7 @@ class Envelope(_Model, Generic[T], frozen=True):
     control: ControlSignal | None = None
 
 
-class ErrorBody(_Model, frozen=True):
+class ErrorBody(_Model, frozen=True, kw_only=True):
     """An error response: ``{"status": "error", "code": ..., "message": ...}``."""
 
     status: str = "error"
@@ -252,7 +256,7 @@ class ErrorBody(_Model, frozen=True):
     errors: JsonObject | None = None
 
 
-class BulkOutput(_Model, frozen=True):
+class BulkOutput(_Model, frozen=True, kw_only=True):
     """The result of one bulk item: a success envelope or an error body."""
 
     status: Literal["success", "error"]
@@ -267,7 +271,7 @@ class BulkOutput(_Model, frozen=True):
         return self.status == "success"
 
 
-class BulkResponse(_Model, frozen=True):
+class BulkResponse(_Model, frozen=True, kw_only=True):
     """The result of a bulk request, keyed by each item's idempotency key.
 
     Items after the first failing one are not processed and have no output.
