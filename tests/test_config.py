@@ -17,6 +17,8 @@ TOKEN = "tok-3f9a1c0e5b7d"
         ("https://app.prefactorai.com/", "https://app.prefactorai.com"),
         ("https://example.com/base/path", "https://example.com/base/path"),
         ("https://example.com/base/path/", "https://example.com/base/path"),
+        ("https://example.com/a%2Fb/", "https://example.com/a%2Fb"),
+        ("https://example.com/a%20b", "https://example.com/a%20b"),
         ("  https://example.com:8443/x  ", "https://example.com:8443/x"),
         ("http://127.0.0.1:8787", "http://127.0.0.1:8787"),
         ("http://127.5.6.7", "http://127.5.6.7"),

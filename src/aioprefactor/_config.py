@@ -78,7 +78,8 @@ def parse_api_url(raw: object, *, allow_insecure_http: bool) -> yarl.URL:
             f"api_url {raw!r} uses plain http to a host that is not loopback; the token "
             "would travel in clear. Use https://, or pass allow_insecure_http=True."
         )
-    return url.with_path(url.path.rstrip("/"))
+    # The raw path: decoding it first would turn an encoded "%2F" into a separator.
+    return url.with_path(url.raw_path.rstrip("/"), encoded=True)
 
 
 def _positive(name: str, value: float) -> float:
