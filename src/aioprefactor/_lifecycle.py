@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 from typing import TYPE_CHECKING, Any, Final, final
@@ -61,6 +62,9 @@ class InstanceRun(Recording):
         self._register_key = _checks.new_key()
         self._start_key = _checks.new_key()
         self._tokens: tuple[Token[InstanceRun | None], Token[SpanRun | None]] | None = None
+        # The span requests still in flight; the instance is finished after them, so a
+        # span is never sent to an instance that has already ended.
+        self._span_work: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return self._describe(terminated=self.terminated)
@@ -120,8 +124,14 @@ class InstanceRun(Recording):
             self.id, self.instance = instance.id, instance
         self.instance = await instances.start(self.id, idempotency_key=self._start_key)
 
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._span_work.add(task)
+        task.add_done_callback(self._span_work.discard)
+
     async def _send_finish(self, status: FinishStatus) -> None:
         assert self.id is not None
+        if self._span_work:
+            await asyncio.wait(set(self._span_work))
         instances = self.client.agent_instances
         try:
             self.instance = await instances.finish(

@@ -12,7 +12,8 @@ from aioprefactor._lifecycle import DEFAULT_ENTER_TIMEOUT, DEFAULT_FINISH_TIMEOU
 from aioprefactor._recording import Recording
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    import asyncio
+    from collections.abc import Awaitable, Mapping
     from contextvars import Token
 
     from aioprefactor._models import AgentSpan, FinishStatus
@@ -102,6 +103,12 @@ class SpanRun(Recording):
 
     def _skip_finish(self) -> bool:
         return self.id is None or self.run is None or self.run.terminated
+
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        task = super()._spawn(work)
+        if self.run is not None:
+            self.run._track(task)
+        return task
 
     async def _send_open(self) -> None:
         run = self.run
