@@ -116,7 +116,9 @@ def check_json(value: object, where: str) -> None:
             check_json(item, f"{where}[{index}]")
         return
     if isinstance(value, msgspec.Struct):
-        check_json(msgspec.to_builtins(value), where)
+        # Field by field: to_builtins would quietly turn a set into a list.
+        for name in value.__struct_fields__:
+            check_json(getattr(value, name), f"{where}.{name}")
         return
     raise TypeError(
         f"{where} holds {value!r} of type {type(value).__name__}, which is not JSON "
@@ -131,12 +133,15 @@ def to_struct(value: object, model: type[T], where: str) -> T:
         TypeError: ``value`` is neither.
         ValueError: The mapping does not fit the model; the message names the field.
     """
-    if isinstance(value, model):
-        return value
-    if not isinstance(value, Mapping):
+    if not isinstance(value, model | Mapping):
         raise TypeError(f"{where} must be a {model.__name__} or a dict, not {type(value).__name__}")
     check_json(value, where)
     try:
+        if isinstance(value, model):
+            # A Struct's constructor checks no types, so one built by hand gets the same
+            # check as a dict: what would be sent must convert back to the model.
+            msgspec.convert(msgspec.to_builtins(value), model)
+            return value
         return msgspec.convert(value, model)
     except msgspec.ValidationError as exc:
         raise ValueError(f"{where} is not a valid {model.__name__}: {exc}") from None
