@@ -62,6 +62,8 @@ class Client:
         retry_after_cap: Largest wait a ``Retry-After`` header may ask for.
         retry_statuses: Statuses to retry (default 429, 500, 502, 503, 504).
         max_response_bytes: Responses larger than this are refused.
+        max_request_bytes: Requests larger than this are refused before sending
+            (a ``ValueError``).
         max_connections: Connections kept open to the API at most.
 
     Raises:
@@ -83,6 +85,7 @@ class Client:
         retry_after_cap: float = 60.0,
         retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
         max_response_bytes: int = 10 * 1024 * 1024,
+        max_request_bytes: int = 5 * 1024 * 1024,
         max_connections: int = 100,
     ) -> None:
         self._settings: Settings = make_settings(
@@ -98,6 +101,7 @@ class Client:
             retry_after_cap=retry_after_cap,
             retry_statuses=retry_statuses,
             max_response_bytes=max_response_bytes,
+            max_request_bytes=max_request_bytes,
             max_connections=max_connections,
         )
         self._state = ClientState.UNOPENED

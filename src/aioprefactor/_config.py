@@ -105,6 +105,7 @@ class Settings:
     retry_after_cap: float
     retry_statuses: frozenset[int]
     max_response_bytes: int
+    max_request_bytes: int
     max_connections: int
 
 
@@ -122,6 +123,7 @@ def make_settings(
     retry_after_cap: float = 60.0,
     retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
     max_response_bytes: int = 10 * 1024 * 1024,
+    max_request_bytes: int = 5 * 1024 * 1024,
     max_connections: int = 100,
 ) -> Settings:
     """Check the arguments, fill the gaps from the environment, and return Settings.
@@ -141,6 +143,7 @@ def make_settings(
     for name, value in (
         ("max_retries", max_retries),
         ("max_response_bytes", max_response_bytes),
+        ("max_request_bytes", max_request_bytes),
         ("max_connections", max_connections),
     ):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -149,6 +152,8 @@ def make_settings(
         raise ValueError(f"max_retries must be 0 or more, not {max_retries}")
     if max_response_bytes < 1024:
         raise ValueError(f"max_response_bytes must be at least 1024, not {max_response_bytes}")
+    if max_request_bytes < 1024:
+        raise ValueError(f"max_request_bytes must be at least 1024, not {max_request_bytes}")
     if max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
     statuses = frozenset(retry_statuses)
@@ -166,5 +171,6 @@ def make_settings(
         retry_after_cap=_positive("retry_after_cap", retry_after_cap),
         retry_statuses=statuses,
         max_response_bytes=max_response_bytes,
+        max_request_bytes=max_request_bytes,
         max_connections=max_connections,
     )

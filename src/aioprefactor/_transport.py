@@ -197,12 +197,18 @@ class Transport:
         """Send a request, retrying what is safe to retry, and decode the success body.
 
         Raises:
+            ValueError: The body is over ``max_request_bytes``; nothing was sent.
             PrefactorApiError: A non-retryable error status (or a subclass of it).
             PrefactorResponseContractError: A response the contract does not allow.
             PrefactorRetryExhaustedError: Every attempt failed with a retryable error.
         """
-        session = self._check_loop()
         settings = self._settings
+        if body is not None and len(body) > settings.max_request_bytes:
+            raise ValueError(
+                f"{operation}: the request body is {len(body)} bytes, over the "
+                f"max_request_bytes limit of {settings.max_request_bytes}"
+            )
+        session = self._check_loop()
         url = self.url(path)
         loop = asyncio.get_running_loop()
         started = loop.time()
