@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import pytest
 
 from aioprefactor import (
@@ -256,6 +257,23 @@ def test_timestamp_refuses_naive_and_non_datetimes(
     """A timestamp must be a timezone-aware datetime."""
     with pytest.raises(exception, match="timestamp"):
         timestamp(value)
+
+
+def test_timestamp_keeps_a_whole_minute_offset() -> None:
+    """An aware timestamp with a whole-minute offset is sent as given."""
+    value = datetime(2025, 1, 1, 12, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    assert timestamp(value) is value
+
+
+@pytest.mark.parametrize(
+    "offset", [timedelta(seconds=30), timedelta(minutes=19, seconds=32), timedelta(microseconds=1)]
+)
+def test_timestamp_with_sub_minute_offset_keeps_its_instant(offset: timedelta) -> None:
+    """RFC 3339 offsets are whole minutes, so the encoded timestamp still names the same instant."""
+    value = datetime(1900, 1, 1, 12, tzinfo=timezone(offset))
+    checked = timestamp(value)
+    assert checked is not None
+    assert msgspec.json.decode(msgspec.json.encode(checked), type=datetime) == value
 
 
 @pytest.mark.parametrize("value", [1, 0, "yes", None])

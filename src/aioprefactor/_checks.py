@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
 MAX_KEY_LENGTH: Final = 64
+_MINUTE: Final = timedelta(minutes=1)
 
 S = TypeVar("S", bound=str)
 
@@ -84,8 +85,13 @@ def timestamp(value: object, name: str = "timestamp") -> datetime | None:
         return None
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a datetime, not {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
+    offset = value.utcoffset()
+    if offset is None:
         raise ValueError(f"{name} must be timezone-aware (e.g. datetime.now(UTC))")
+    if offset % _MINUTE:
+        # RFC 3339 offsets are whole minutes and the encoder rounds the rest away, which
+        # would move the instant (historical zones have offsets like +00:19:32).
+        return value.astimezone(UTC)
     return value
 
 
