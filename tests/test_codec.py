@@ -16,7 +16,7 @@ from aioprefactor import (
     RuntimeEnvironment,
     SpanTypeSchema,
 )
-from aioprefactor._checks import boolean, key_or_new, new_key, timestamp
+from aioprefactor._checks import boolean, choice, key_or_new, new_key, timestamp
 from aioprefactor._codec import (
     INSTANCE_DECODER,
     check_json,
@@ -281,3 +281,10 @@ def test_boolean_refuses_truthy_values(value: object) -> None:
     """Only a real bool is accepted where a bool is expected."""
     with pytest.raises(TypeError, match="flag"):
         boolean(value, "flag")
+
+
+@pytest.mark.parametrize("value", ["done", None, 1, ["complete"]])
+def test_choice_refuses_values_outside_the_set(value: object) -> None:
+    """A value outside the allowed set is a ValueError listing the options."""
+    with pytest.raises(ValueError, match="cancelled, complete, failed"):
+        choice(value, frozenset({"complete", "failed", "cancelled"}), "status")

@@ -68,7 +68,8 @@ def choice(value: object, allowed: Collection[S], name: str) -> S:
     Raises:
         ValueError: It is not.
     """
-    if value not in allowed:
+    # Tested as a str first: an unhashable value would fail the lookup with a bare TypeError.
+    if not isinstance(value, str) or value not in allowed:
         options = ", ".join(sorted(allowed))
         raise ValueError(f"{name} must be one of {options}; got {value!r}")
     return value  # type: ignore[return-value]
