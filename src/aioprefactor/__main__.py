@@ -20,14 +20,20 @@ async def _serve(host: str, port: int, token: str | None) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
-            loop.add_signal_handler(signum, stop.set)
     async with LocalPrefactor(host=host, port=port, token=token) as api:
+        signals = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+                loop.add_signal_handler(signum, stop.set)
+                signals.append(signum)
         print(f"aioprefactor local API listening on {api.url}", flush=True)
         print(f"token: {api.token}", flush=True)
         print(f"export PREFACTOR_API_URL={api.url} PREFACTOR_API_TOKEN={api.token}", flush=True)
-        await stop.wait()
+        try:
+            await stop.wait()
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
     print("aioprefactor local API stopped", flush=True)
 
 
