@@ -641,3 +641,14 @@ def test_an_empty_token_is_refused() -> None:
     """An empty token is refused."""
     with pytest.raises(ValueError, match="token"):
         LocalPrefactor(token="")
+
+
+async def test_the_request_log_can_be_turned_off() -> None:
+    """With `record_requests=False` requests are served but not logged."""
+    async with (
+        LocalPrefactor(record_requests=False) as api,
+        aiohttp.ClientSession() as http,
+        http.get(f"{api.url}/api/v1/ping", headers={"Authorization": f"Bearer {api.token}"}) as r,
+    ):
+        assert r.status == 200
+        assert api.requests == []

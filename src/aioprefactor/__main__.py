@@ -20,7 +20,8 @@ async def _serve(host: str, port: int, token: str | None) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    async with LocalPrefactor(host=host, port=port, token=token) as api:
+    # Nobody can read the request log of a served API: keeping it would only grow memory.
+    async with LocalPrefactor(host=host, port=port, token=token, record_requests=False) as api:
         signals = []
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows

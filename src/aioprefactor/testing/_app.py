@@ -19,7 +19,8 @@ from aioprefactor.testing._bulk import run_bulk
 from aioprefactor.testing._errors import ApiError, error_body
 from aioprefactor.testing._faults import FaultPlan
 from aioprefactor.testing._operations import Operations, success
-from aioprefactor.testing._state import ACCOUNT_ID, Store
+from aioprefactor.testing._records import ACCOUNT_ID
+from aioprefactor.testing._state import Store
 from aioprefactor.testing._validate import Fields
 
 if TYPE_CHECKING:
@@ -93,8 +94,9 @@ def _decode(raw: bytes) -> dict[str, Any]:
 class LocalApp:
     """The local API's state, log and fault plan, and the web application that serves them."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, *, record_requests: bool = True) -> None:
         self.token = token
+        self.record_requests = record_requests
         self.store = Store()
         self.operations = Operations(self.store)
         self.faults = FaultPlan()
@@ -149,7 +151,8 @@ class LocalApp:
             headers=CIMultiDictProxy(CIMultiDict(request.headers)),
             faults=decision.kinds,
         )
-        self.log.append(record)
+        if self.record_requests:
+            self.log.append(record)
         _current_record.set(record)
         response = await self._answer(request, handler, record, decision.delay, decision.reply)
         if decision.drop and request.transport is not None:
@@ -168,7 +171,7 @@ class LocalApp:
     ) -> web.StreamResponse:
         try:
             raw = await request.read()
-            if raw:
+            if raw and self.record_requests:
                 record.body = msgspec.json.decode(raw)
         except msgspec.DecodeError:
             pass

@@ -10,17 +10,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aioprefactor.testing import _routes as routes
 from aioprefactor.testing._errors import ApiError
-from aioprefactor.testing._state import (
+from aioprefactor.testing._records import (
     DEFAULT_AGENT_ID,
     DEFAULT_ENVIRONMENT_ID,
     FINISH_STATUSES,
     PURPOSES,
     SPAN_CREATE_STATUSES,
-    NewSpan,
-    Registration,
     Span,
-    Store,
 )
+from aioprefactor.testing._state import NewSpan, Registration, Store
 from aioprefactor.testing._validate import Fields
 
 if TYPE_CHECKING:

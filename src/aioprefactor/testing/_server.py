@@ -42,12 +42,20 @@ class LocalPrefactor:
         host: The loopback address to listen on.
         port: The port; `0` lets the operating system choose a free one.
         token: The bearer token to accept; `None` makes a random one.
+        record_requests: Keep the log of `requests` (a long-running server may not want it).
 
     Raises:
         ValueError: If `host` is not a loopback address.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        *,
+        record_requests: bool = True,
+    ) -> None:
         if not _is_loopback(host):
             msg = f"the local API listens on loopback addresses only, not {host!r}"
             raise ValueError(msg)
@@ -56,9 +64,8 @@ class LocalPrefactor:
             raise ValueError(msg)
         self._host = host
         self._port = port
-        self._app = LocalApp(
-            token if token is not None else f"pf-local-{secrets.token_urlsafe(24)}"
-        )
+        token = token if token is not None else f"pf-local-{secrets.token_urlsafe(24)}"
+        self._app = LocalApp(token, record_requests=record_requests)
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
 
