@@ -128,14 +128,22 @@ def worker(python: str | Path, script: str, figure: str, **kw: object) -> Result
     return result
 
 
-def interleave(rounds: int, sides: dict[str, Callable[[], Result]]) -> dict[str, list[Result]]:
-    """Run every side once per round, rotating the order, so drift hits all sides alike."""
+def interleave(
+    rounds: int, sides: dict[str, Callable[..., Result]], *, api: bool = False
+) -> dict[str, list[Result]]:
+    """Run every side once per round, rotating the order, so drift hits all sides alike.
+
+    With ``api``, each round gets a fresh local API (sides are called with its ``url`` and
+    ``token``), so the server's growing state never favours the sides that ran first.
+    """
     names = list(sides)
     results: dict[str, list[Result]] = {name: [] for name in names}
     for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            results[name].append(sides[name]())
-            print(".", end="", flush=True, file=sys.stderr)
+        with local_api() if api else contextlib.nullcontext(None) as server:
+            kw = {"url": server[0], "token": server[1]} if server else {}
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                results[name].append(sides[name](**kw))
+                print(".", end="", flush=True, file=sys.stderr)
     return results
 
 

@@ -109,10 +109,10 @@ def xfmt(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}x"
 
 
-def lifecycle(url: str, token: str, official: Path, p: Params) -> list[Row]:
+def lifecycle(official: Path, p: Params) -> list[Row]:
     rows = []
     for c, n in p.lifecycle_n.items():
-        kw = {"url": url, "token": token, "n": n, "concurrency": c}
+        kw = {"n": n, "concurrency": c}
         res = interleave(
             p.rounds,
             {
@@ -120,6 +120,7 @@ def lifecycle(url: str, token: str, official: Path, p: Params) -> list[Row]:
                 "official": partial(worker, official, "side_official.py", "lifecycle", **kw),
                 "floor": partial(worker, PY, "side_floor.py", "lifecycle", **kw),
             },
+            api=True,
         )
         vs_off = ratio(res["ours"], res["official"], "cpu_us")
         vs_floor = ratio(res["ours"], res["floor"], "cpu_us")
@@ -157,14 +158,15 @@ def lifecycle(url: str, token: str, official: Path, p: Params) -> list[Row]:
     return rows
 
 
-def whole_run(url: str, token: str, official: Path, p: Params) -> list[Row]:
-    kw = {"url": url, "token": token, "n": p.run_n}
+def whole_run(official: Path, p: Params) -> list[Row]:
+    kw = {"n": p.run_n}
     res = interleave(
         p.rounds,
         {
             "ours": partial(worker, PY, "side_ours.py", "run", **kw),
             "official": partial(worker, official, "side_official.py", "run", **kw),
         },
+        api=True,
     )
     return [
         Row(
@@ -222,8 +224,9 @@ def imports(official: Path, p: Params) -> list[Row]:
     ]
 
 
-def scale(url: str, token: str, p: Params) -> list[Row]:
-    held = worker(PY, "side_ours.py", "scale_open", url=url, token=token, n=p.open_n)
+def scale(p: Params) -> list[Row]:
+    with local_api() as (url, token):
+        held = worker(PY, "side_ours.py", "scale_open", url=url, token=token, n=p.open_n)
     rows = [
         Row(f"{p.open_n:,} runs open at once: peak RSS MiB", cell([held], "peak_rss_mib", 1)),
         Row(f"{p.open_n:,} runs open at once: bytes per open run", cell([held], "bytes_per_run")),
@@ -233,9 +236,10 @@ def scale(url: str, token: str, p: Params) -> list[Row]:
         ),
     ]
     for c, n in p.throughput.items():
-        res = worker(
-            PY, "side_ours.py", "scale_throughput", url=url, token=token, n=n, concurrency=c
-        )
+        with local_api() as (url, token):
+            res = worker(
+                PY, "side_ours.py", "scale_throughput", url=url, token=token, n=n, concurrency=c
+            )
         rows.append(
             Row(
                 f"complete runs/s, one client, c={c:,} ({n:,} runs)",
@@ -274,14 +278,12 @@ def main() -> None:
     official = official_python()
     rows: list[Row] = []
     decode_label = "n/a"
-    if only & {"lifecycle", "run", "scale"}:
-        with local_api() as (url, token):
-            if "lifecycle" in only:
-                rows += lifecycle(url, token, official, p)
-            if "run" in only:
-                rows += whole_run(url, token, official, p)
-            if "scale" in only:
-                rows += scale(url, token, p)
+    if "lifecycle" in only:
+        rows += lifecycle(official, p)
+    if "run" in only:
+        rows += whole_run(official, p)
+    if "scale" in only:
+        rows += scale(p)
     if "decode" in only:
         decode_rows, decode_label = decode(official, p)
         rows += decode_rows
@@ -312,9 +314,9 @@ def main() -> None:
 
 NOTES = """\
 How it was measured:
-- The local API (`python -m aioprefactor serve`) runs in its own process; each side runs in a
-  fresh worker process; CPU is `time.process_time()` of the worker alone. Medians of
-  {rounds} interleaved rounds (import time: {import_rounds}).
+- The local API (`python -m aioprefactor serve`) runs in its own process, a fresh one each
+  round; each side runs in a fresh worker process; CPU is `time.process_time()` of the
+  worker alone. Medians of {rounds} interleaved rounds (import time: {import_rounds}).
 - "official" is prefactor-http 0.4.3 for the lifecycle, decode and import rows, and
   prefactor-core 0.5.3 for the whole run, installed in `bench/.venv-official`.
 - The floor is bare aiohttp + msgspec: one session, the same three POSTs with the same JSON

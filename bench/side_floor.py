@@ -1,7 +1,8 @@
 """The floor: bare aiohttp + msgspec, one session, the same three POSTs, nothing else.
 
-Same JSON bodies and headers as our client sends; responses decoded into a msgspec mirror
-of the instance. Whatever a client costs above this is the client's own overhead.
+Same JSON bodies and headers (set once, on the session) as our client sends; responses
+decoded into a msgspec mirror of the instance. Whatever a client costs above this is the
+client's own overhead.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ async def lifecycle(url: str, token: str, n: int, concurrency: int) -> dict[str,
     base = url.rstrip("/") + "/api/v1/agent_instance"
     register_url = URL(base + "/register", encoded=True)
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=headers) as session:
 
         async def post(target: URL, body: dict[str, Any]) -> Any:
-            async with session.post(target, data=_encode(body), headers=headers) as resp:
+            async with session.post(target, data=_encode(body)) as resp:
                 data = await resp.read()
                 if resp.status >= 400:
                     raise RuntimeError(f"{resp.status}: {data[:200]!r}")
