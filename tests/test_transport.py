@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import re
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import msgspec
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from aioprefactor import (
@@ -508,6 +510,32 @@ async def test_body_under_the_cap_accepted(
     mocked.get(GET_URL, body=body, headers={"Content-Length": str(len(body))})
     instance = await make_client(max_response_bytes=1024).agent_instances.get(INSTANCE_ID)
     assert instance.id == INSTANCE_ID
+
+
+async def test_compressed_body_over_the_cap_refused(make_client: Callable[..., Client]) -> None:
+    """The cap applies to the decompressed body, so a small gzip cannot expand past it."""
+    body = gzip.compress(msgspec.json.encode({**OK, "padding": "x" * 200_000}))
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(
+            body=body,
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/api/v1/agent_instance/{id}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        client = make_client(api_url=f"http://127.0.0.1:{port}", max_response_bytes=64 * 1024)
+        assert len(body) < 64 * 1024
+        with pytest.raises(PrefactorResponseContractError, match="limit"):
+            await client.agent_instances.get(INSTANCE_ID)
+    finally:
+        await runner.cleanup()
 
 
 # --- transport failures --------------------------------------------------------------------------

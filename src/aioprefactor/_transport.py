@@ -292,7 +292,10 @@ class Transport:
                         status_code=status,
                         operation=f"{method} {url.raw_path}",
                     )
-                if length is not None:
+                # Content-Length counts the bytes on the wire; aiohttp decompresses a
+                # gzip or deflate body as it reads, so only an unencoded one is bounded by it.
+                encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+                if length is not None and encoding == "identity":
                     return status, await response.read(), retry_after
                 chunks: list[bytes] = []
                 size = 0
