@@ -104,6 +104,16 @@ async def test_rules_apply_in_the_order_they_were_added(
     assert [await ping(http) for _ in range(4)] == ["503", "429", "502", "200"]
 
 
+async def test_concurrent_requests_use_up_a_rule_once_each(
+    prefactor_api: LocalPrefactor, http: aiohttp.ClientSession
+) -> None:
+    """Of many concurrent requests, exactly n take a `fail_next(n)` rule."""
+    prefactor_api.faults.fail_next(3, status=503)
+    outcomes = await asyncio.gather(*(ping(http) for _ in range(12)))
+    assert sorted(outcomes) == ["200"] * 9 + ["503"] * 3
+    assert prefactor_api.faults.injected == {"503": 3}
+
+
 async def test_latency_delays_until_cleared(
     prefactor_api: LocalPrefactor, http: aiohttp.ClientSession
 ) -> None:

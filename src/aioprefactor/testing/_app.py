@@ -37,7 +37,7 @@ _MAX_BODY = 16 * 1024 * 1024
 _current_record: ContextVar[RecordedRequest] = ContextVar("_current_record")
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True)
 class RecordedRequest:
     """One request the local API received, logged as it arrived.
 
