@@ -370,3 +370,12 @@ async def test_terminate_refuses_an_instance_that_has_ended(
     await post(f"/api/v1/agent_instance/{instance_id}/finish", {})
     with pytest.raises(ValueError, match="already complete"):
         prefactor_api.terminate(instance_id)
+
+
+async def test_inspection_answers_copies(
+    prefactor_api: LocalPrefactor, post: Post, instance_id: str
+) -> None:
+    """Editing what `spans()` returned does not change the stored span."""
+    span = await created(post, instance_id, payload={"model": "m"})
+    prefactor_api.spans(instance_id)[0]["payload"]["model"] = "edited"
+    assert prefactor_api.span(span["id"])["payload"] == {"model": "m"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import secrets
 from typing import TYPE_CHECKING, Any, Self
@@ -136,9 +137,12 @@ class LocalPrefactor:
         """Every request received since the start (or the last `reset()`), in arrival order."""
         return self._app.log
 
+    # The inspection methods answer copies: a test that edits what it got back must not
+    # change what the API will answer next.
+
     def instances(self) -> list[dict[str, Any]]:
         """Return every agent instance as the API renders it, in registration order."""
-        return [instance.to_json() for instance in self._app.store.instances.values()]
+        return copy.deepcopy([i.to_json() for i in self._app.store.instances.values()])
 
     def instance(self, instance_id: str) -> dict[str, Any]:
         """Return one agent instance as the API renders it.
@@ -146,7 +150,7 @@ class LocalPrefactor:
         Raises:
             KeyError: If there is no such instance.
         """
-        return self._app.store.instances[instance_id].to_json()
+        return copy.deepcopy(self._app.store.instances[instance_id].to_json())
 
     def spans(self, instance_id: str | None = None) -> list[dict[str, Any]]:
         """Return the spans of one instance (or of all), in creation order.
@@ -156,8 +160,9 @@ class LocalPrefactor:
         """
         store = self._app.store
         if instance_id is None:
-            return [span.to_json() for span in store.spans.values()]
-        return [store.spans[span_id].to_json() for span_id in store.instances[instance_id].span_ids]
+            return copy.deepcopy([span.to_json() for span in store.spans.values()])
+        span_ids = store.instances[instance_id].span_ids
+        return copy.deepcopy([store.spans[span_id].to_json() for span_id in span_ids])
 
     def span(self, span_id: str) -> dict[str, Any]:
         """Return one span as the API renders it.
@@ -165,15 +170,15 @@ class LocalPrefactor:
         Raises:
             KeyError: If there is no such span.
         """
-        return self._app.store.spans[span_id].to_json()
+        return copy.deepcopy(self._app.store.spans[span_id].to_json())
 
     def agent_versions(self) -> list[dict[str, Any]]:
         """Return the agent versions registered, one per (agent, external identifier)."""
-        return [version.to_json() for version in self._app.store.agent_versions.values()]
+        return copy.deepcopy([v.to_json() for v in self._app.store.agent_versions.values()])
 
     def schema_versions(self) -> list[dict[str, Any]]:
         """Return the schema versions registered, one per (agent, external identifier)."""
-        return [schema.to_json() for schema in self._app.store.schema_versions.values()]
+        return copy.deepcopy([s.to_json() for s in self._app.store.schema_versions.values()])
 
     def terminate(self, instance_id: str, reason: str = "terminated by the server") -> None:
         """Terminate an instance from the server's side, as an operator would.
