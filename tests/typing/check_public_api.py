@@ -1,0 +1,114 @@
+"""Pins the types of the public API. Type-checked by mypy, never run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, assert_type
+
+import aioprefactor
+from aioprefactor import (
+    AgentInstance,
+    AgentSchemaVersion,
+    AgentSpan,
+    AgentVersion,
+    BulkItem,
+    BulkOutput,
+    BulkResponse,
+    Client,
+    ClientState,
+    ControlSignal,
+    PrefactorApiError,
+    PrefactorError,
+    PrefactorRateLimitError,
+    PrefactorResponseContractError,
+    PrefactorRetryExhaustedError,
+    PrefactorTimeoutError,
+    PrefactorValidationError,
+    SpanCounts,
+)
+
+
+async def endpoints(client: Client) -> None:
+    version = AgentVersion(name="n", external_identifier="1")
+    schema = AgentSchemaVersion(external_identifier="s")
+    instance = await client.agent_instances.register("a", version, schema)
+    assert_type(instance, AgentInstance)
+    assert_type(
+        await client.agent_instances.register(
+            None,
+            {"name": "n", "external_identifier": "1"},
+            {"external_identifier": "s"},
+            "id",
+            "key",
+            False,
+            environment_id="e",
+            purpose="eval",
+            external_identifier="x",
+        ),
+        AgentInstance,
+    )
+    now = datetime.now(UTC)
+    assert_type(await client.agent_instances.start(instance.id, now, "key"), AgentInstance)
+    assert_type(await client.agent_instances.finish(instance.id, "failed", now), AgentInstance)
+    assert_type(await client.agent_instances.finish(instance.id), AgentInstance)
+    assert_type(await client.agent_instances.get(instance.id), AgentInstance)
+    assert_type(
+        await client.agent_instances.record_quality(instance.id, "q", {"v": 1}), AgentInstance
+    )
+    span = await client.agent_spans.create(instance.id, "agent:llm", payload={"m": 1})
+    assert_type(span, AgentSpan)
+    assert_type(span.control, ControlSignal | None)
+    assert_type(await client.agent_spans.finish(span.id, "complete", {"r": 1}), AgentSpan)
+    result = await client.bulk.execute(
+        [BulkItem(type="agent_instances/start", idempotency_key="k" * 8)]
+    )
+    assert_type(result, BulkResponse)
+    assert_type(result.outputs, dict[str, BulkOutput])
+    assert_type(result.outputs["k" * 8].ok, bool)
+    assert_type(await client.ping(), dict[str, Any])
+
+
+async def client_lifecycle() -> None:
+    client = Client(api_url="https://example.com", api_token="t", max_retries=0)
+    async with client as entered:
+        assert_type(entered, Client)
+    assert_type(client.state, ClientState)
+    assert_type(client.api_url, str)
+    await client.aclose()
+
+
+def models(instance: AgentInstance, span: AgentSpan) -> None:
+    assert_type(instance.id, str)
+    assert_type(instance.status, aioprefactor.AgentStatus)
+    assert_type(instance.started_at, datetime | None)
+    assert_type(instance.inserted_at, datetime)
+    assert_type(instance.span_counts, SpanCounts | None)
+    assert_type(span.payload, dict[str, Any])
+    assert_type(span.result_payload, dict[str, Any] | None)
+    assert_type(span.parent_span_id, str | None)
+
+
+def errors(error: PrefactorError) -> None:
+    if isinstance(error, PrefactorApiError):
+        assert_type(error.status_code, int)
+        assert_type(error.code, str)
+        assert_type(error.message, str)
+    if isinstance(error, PrefactorValidationError):
+        assert_type(error.errors, dict[str, Any])
+    if isinstance(error, PrefactorRateLimitError):
+        assert_type(error.retry_after, float | None)
+    if isinstance(error, PrefactorResponseContractError):
+        assert_type(error.status_code, int | None)
+        assert_type(error.body_snippet, str | None)
+    if isinstance(error, PrefactorRetryExhaustedError):
+        assert_type(error.last_error, PrefactorError)
+        assert_type(error.attempts, int)
+    timeout: TimeoutError = PrefactorTimeoutError("late")
+    assert_type(timeout, TimeoutError)
+
+
+async def misuse(client: Client) -> None:
+    await client.agent_instances.finish("i", "active")  # type: ignore[arg-type]
+    await client.agent_instances.register("a", {}, {}, purpose="prod")  # type: ignore[arg-type]
+    await client.agent_instances.start("i", "2025-01-01")  # type: ignore[arg-type]
+    AgentVersion("n", "1")  # type: ignore[call-arg]
