@@ -183,8 +183,13 @@ class SpanScope(Decorator[SpanRun]):
                 )
             handle._state = handle._state.ACTIVE
             return handle
-        if not run.recording or (parent is not None and parent.id is None):
-            # The run (or the parent span) is not recorded: the span is a no-op.
+        if (
+            not run.recording
+            or run.telemetry_error is not None
+            or (parent is not None and parent.id is None)
+        ):
+            # The run (or the parent span) is not recorded: the span is a no-op. A run
+            # that was registered but whose start was refused has an id, yet failed open.
             handle._state = handle._state.ACTIVE
             return handle
         await handle._open(self.enter_timeout, self.finish_timeout)
