@@ -408,3 +408,23 @@ async def test_span_decorator_on_generator_spans_the_iteration(
                 break
     assert run.id is not None
     assert [s["status"] for s in prefactor_api.spans(run.id)] == ["complete", "cancelled"]
+
+
+async def test_generator_called_with_bad_arguments_leaves_no_run_open(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """TypeError for a bad call, and no instance left pending or active on the server."""
+    runs: list[InstanceRun] = []
+    count: Any = make_generator(prefactor_client, runs)
+
+    async def consume() -> None:
+        async for _ in count(1, 2, 3):
+            pass
+
+    with pytest.raises(TypeError):
+        await consume()
+    await prefactor_client.flush()
+    assert runs == []
+    live = [i for i in prefactor_api.instances() if i["status"] in {"pending", "active"}]
+    assert live == []
+    assert aioprefactor.current_instance() is None

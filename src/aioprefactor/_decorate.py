@@ -102,8 +102,10 @@ class Decorator(Generic[H]):
     ) -> Callable[P, AsyncGenerator[Y, S]]:
         @functools.wraps(fn)
         async def iterate(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Y, S]:
-            handle = await self._enter()
+            # Call first: a bad call raises here, before a run is opened that nothing
+            # would finish.
             inner = fn(*args, **kwargs)
+            handle = await self._enter()
             ended: BaseException | None = None
             try:
                 sent: Any = None
