@@ -70,7 +70,10 @@ def test_api_url_credentials_message_holds_no_password() -> None:
     assert "hunter2secret" not in str(info.value)
 
 
-@pytest.mark.parametrize("token", ["", " ", "\t\n", "tok\n", " tok", "tok ", "to\rk", "to\0k"])
+@pytest.mark.parametrize(
+    "token",
+    ["", " ", "\t\n", "tok\n", " tok", "tok ", "to\rk", "to\0k", "to\tk", "to\x01k", "to\x7fk"],
+)
 def test_bad_token_refused(token: str) -> None:
     """An empty token, or one with whitespace or control characters, is a ValueError."""
     with pytest.raises(ValueError, match="api_token"):

@@ -138,7 +138,9 @@ def make_settings(
         raise TypeError(f"api_token must be a str, not {type(token).__name__}")
     if not token.strip():
         raise ValueError("api_token is empty: pass api_token= or set PREFACTOR_API_TOKEN")
-    if any(ch in token for ch in "\r\n\0") or token != token.strip():
+    # Any control character, not only CR and LF: aiohttp refuses them all in a header,
+    # and would do so on every request instead of once, here.
+    if not token.isprintable() or token != token.strip():
         raise ValueError("api_token holds whitespace or control characters")
     for name, value in (
         ("max_retries", max_retries),
