@@ -278,3 +278,73 @@ async def test_cancelled_span_during_its_create_is_finished_cancelled(
     assert server_span["status"] == "cancelled"
     assert prefactor_api.instance(run.id)["status"] == "cancelled"
     assert len(requests_to(prefactor_api, "agent_spans.finish")) == 1
+
+
+async def test_timeout_expiring_during_the_finish_keeps_complete(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """Complete: an asyncio.timeout that expires while a clean block's finish is in flight."""
+    prefactor_api.faults.latency(SLOW, route="agent_instances.finish", n=1)
+    runs: list[InstanceRun] = []
+
+    async def agent() -> None:
+        scope = prefactor_client.agent_instance(agent_id="a", agent_version=VERSION)
+        async with asyncio.timeout(0.1), scope as run:
+            runs.append(run)
+
+    with pytest.raises(TimeoutError):
+        await agent()
+    await prefactor_client.flush()
+    [run] = runs
+    assert run.status == "complete"
+    assert prefactor_api.instance(run.id or "")["status"] == "complete"
+    assert len(requests_to(prefactor_api, "agent_instances.finish")) == 1
+
+
+async def test_cancelled_while_entering_and_again_while_finishing(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """Cancelled: a second cancel during the entering run's finish propagates; it still lands."""
+    prefactor_api.faults.latency(SLOW, route="agent_instances.register", n=1)
+    prefactor_api.faults.latency(SLOW, route="agent_instances.finish", n=1)
+
+    async def agent() -> None:
+        async with prefactor_client.agent_instance(agent_id="a", agent_version=VERSION):
+            pytest.fail("the block must not run")
+
+    task = asyncio.create_task(agent())
+    await arrived(prefactor_api, "agent_instances.register")
+    task.cancel()
+    await arrived(prefactor_api, "agent_instances.finish")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+    await prefactor_client.flush()
+    assert the_one_instance(prefactor_api)["status"] == "cancelled"
+    assert len(requests_to(prefactor_api, "agent_instances.finish")) == 1
+
+
+async def test_block_cancelled_while_a_late_enter_is_still_in_flight(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """Cancelled: the block ran fail-open past its enter budget; the late run is finished."""
+    prefactor_api.faults.latency(0.6, route="agent_instances.register", n=1)
+    inside = asyncio.Event()
+
+    async def agent() -> None:
+        scope = prefactor_client.agent_instance(
+            agent_id="a", agent_version=VERSION, enter_timeout=0.1
+        )
+        async with scope:
+            inside.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(agent())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await prefactor_client.flush()
+    assert the_one_instance(prefactor_api)["status"] == "cancelled"
+    assert [b["status"] for b in effects(prefactor_api, "agent_instances.finish")] == ["cancelled"]

@@ -245,3 +245,48 @@ def _base_env() -> dict[str, str]:
     import os  # noqa: PLC0415 - only the subprocess test needs the environment
 
     return {k: v for k, v in os.environ.items() if not k.startswith("PREFACTOR_")}
+
+
+SHUTDOWN_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json
+    import aioprefactor
+
+    async def main():
+        scope = aioprefactor.agent_instance(
+            agent_id="proc", agent_version={"name": "n", "external_identifier": "1"},
+            finish_timeout=0.05)
+        async with scope as run:
+            pass
+        return run.id
+
+    print(json.dumps(asyncio.run(main())))
+    """
+)
+
+
+async def test_finish_in_flight_when_asyncio_run_ends_still_lands(
+    prefactor_api: LocalPrefactor,
+) -> None:
+    """Complete, once: asyncio.run returns while the finish is in flight; it is not lost."""
+    prefactor_api.faults.latency(0.5, route="agent_instances.finish", n=1)
+    env = {"PREFACTOR_API_URL": prefactor_api.url, "PREFACTOR_API_TOKEN": prefactor_api.token}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-W",
+        "error",
+        "-c",
+        SHUTDOWN_SCRIPT,
+        env={**_base_env(), **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    for noise in ("Unclosed", "Traceback", "Exception ignored", "Task was destroyed"):
+        assert noise not in stderr.decode()
+    instance_id = json.loads(stdout)
+    await asyncio.sleep(0.6)  # the first finish may still be held by the latency fault
+    assert prefactor_api.instance(instance_id)["status"] == "complete"
+    finishes = [r for r in prefactor_api.requests if r.route == "agent_instances.finish"]
+    assert len([r for r in finishes if not r.replayed and r.status == 200]) == 1

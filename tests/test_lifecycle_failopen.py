@@ -395,3 +395,16 @@ async def test_terminated_run_without_spans_learns_it_at_the_finish(
     assert run.termination_reason == "operator stop"
     assert run.telemetry_error is None
     assert prefactor_api.instance(run.id)["status"] == "terminated"
+
+
+async def test_terminate_signal_on_a_span_finish_stops_the_instance_finish(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """run.terminated after the span's finish answer carries the signal; no instance finish."""
+    async with prefactor_client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+        assert run.id is not None
+        async with aioprefactor.span("agent:step"):
+            prefactor_api.terminate(run.id, "policy")
+        assert run.termination_reason == "policy"
+    assert run.terminated
+    assert [r for r in prefactor_api.requests if r.route == "agent_instances.finish"] == []
