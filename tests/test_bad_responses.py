@@ -118,31 +118,6 @@ CALLS: Final[dict[str, Callable[[Client], Awaitable[object]]]] = {
     "ping": lambda c: c.ping(),
 }
 
-OPERATION_NAME_BUG = (
-    "_transport.py api_error and Transport._send build contract errors with "
-    "operation=f'{method} {path}' (e.g. 'GET /api/v1/agent_instance/i-1'), not the "
-    "operation name ('agent_instances.get') that _codec.decode and the attribute's "
-    "docstring use"
-)
-ERROR_ENVELOPE_SNIPPET_BUG = (
-    "_codec.py decode: a 2xx carrying an error envelope raises the contract error "
-    "without body_snippet, though a body came"
-)
-NON_UTF8_BUG = (
-    "_codec.py decode / decode_error catch only msgspec errors, but msgspec raises a bare "
-    "UnicodeDecodeError for invalid UTF-8 inside a JSON string, which escapes raw "
-    "(from Transport.call for a 2xx, and from api_error for an error status)"
-)
-PING_ENVELOPE_BUG = (
-    "_endpoints.py ping decodes with OBJECT_DECODER (any JSON object), so a 200 with "
-    "an error envelope (or any object) is returned as success"
-)
-TOKEN_ECHO_BUG = (
-    "_codec.py snippet: a body that echoes the request's Authorization header puts the "
-    "token into body_snippet and the message (the error tree promises it never holds it); "
-    "the operation is also named by method and path"
-)
-
 
 def row(case_id: str, case: BadResponse, *, bug: str | None = None) -> ParameterSet:
     """One parametrize row; ``bug`` marks a case the library fails today."""
@@ -170,7 +145,6 @@ BAD_RESPONSES = [
             "502 Bad Gateway",
             retried=True,
         ),
-        bug=OPERATION_NAME_BUG,
     ),
     row(
         "html-404",
@@ -182,7 +156,6 @@ BAD_RESPONSES = [
             "not a JSON error body",
             "Not Found",
         ),
-        bug=OPERATION_NAME_BUG,
     ),
     row(
         "truncated-json-200",
@@ -206,7 +179,6 @@ BAD_RESPONSES = [
             '{"status":"error"',
             retried=True,
         ),
-        bug=OPERATION_NAME_BUG,
     ),
     row(
         "json-array",
@@ -343,7 +315,6 @@ BAD_RESPONSES = [
             f"over the {RESPONSE_CAP}-byte limit",
             None,
         ),
-        bug=OPERATION_NAME_BUG,
     ),
     row(
         "huge-body-chunked",
@@ -356,7 +327,6 @@ BAD_RESPONSES = [
             '{"status":"success"',
             chunked=True,
         ),
-        bug=OPERATION_NAME_BUG,
     ),
     row(
         "empty-200",
@@ -376,7 +346,6 @@ BAD_RESPONSES = [
             "internal: database unavailable",
             '"code":"internal"',
         ),
-        bug=ERROR_ENVELOPE_SNIPPET_BUG,
     ),
     row(
         "error-envelope-200-ping",
@@ -388,7 +357,6 @@ BAD_RESPONSES = [
             "unauthorized: bad token",
             '"code":"unauthorized"',
         ),
-        bug=PING_ENVELOPE_BUG,
     ),
     row(
         "non-utf8-bytes",
@@ -406,7 +374,6 @@ BAD_RESPONSES = [
             NOT_JSON,
             '{"id":"i-\ufffd\ufffd"',
         ),
-        bug=NON_UTF8_BUG,
     ),
     row(
         "non-utf8-in-error-message-500",
@@ -419,7 +386,6 @@ BAD_RESPONSES = [
             "caf\ufffd failed",
             retried=True,
         ),
-        bug=NON_UTF8_BUG,
     ),
     row(
         "gzip-header-plain-body",
@@ -461,7 +427,6 @@ BAD_RESPONSES = [
             "not a JSON error body",
             '"bad request"',
         ),
-        bug=OPERATION_NAME_BUG,
     ),
     row(
         "error-body-code-int-409",
@@ -473,7 +438,6 @@ BAD_RESPONSES = [
             "not a JSON error body",
             '"code":7',
         ),
-        bug=OPERATION_NAME_BUG,
     ),
     row(
         "html-429",
@@ -486,7 +450,6 @@ BAD_RESPONSES = [
             "Too Many Requests",
             retried=True,
         ),
-        bug=OPERATION_NAME_BUG,
     ),
     row(
         "debug-page-echoes-token-502",
@@ -499,7 +462,6 @@ BAD_RESPONSES = [
             "upstream failed",
             retried=True,
         ),
-        bug=TOKEN_ECHO_BUG,
     ),
 ]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import date, datetime, time
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -25,12 +25,23 @@ from aioprefactor._models import (
 T = TypeVar("T")
 
 _SNIPPET_CHARS: Final = 200
+# Enough bytes to fill a snippet; the secret is scrubbed from all of them first.
+_SNIPPET_WINDOW: Final = 4096
+# Deeper than any real payload, shallow enough to stop a payload that contains itself.
+_MAX_DEPTH: Final = 200
 
 encode = msgspec.json.Encoder().encode
 
 INSTANCE_DECODER: Final = msgspec.json.Decoder(Envelope[AgentInstance])
 SPAN_DECODER: Final = msgspec.json.Decoder(Envelope[AgentSpan])
-OBJECT_DECODER: Final = msgspec.json.Decoder(dict[str, Any])
+
+
+class _Ping(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    status: Literal["success"]
+    details: dict[str, Any] | None = None
+
+
+PING_DECODER: Final = msgspec.json.Decoder(_Ping)
 _ERROR_DECODER: Final = msgspec.json.Decoder(ErrorBody)
 
 
@@ -42,13 +53,26 @@ class _BulkEnvelope(msgspec.Struct, frozen=True, kw_only=True):
 BULK_DECODER: Final = msgspec.json.Decoder(_BulkEnvelope)
 
 
-def snippet(body: bytes) -> str:
-    """The start of a body, decoded leniently and with whitespace collapsed."""
-    text = " ".join(body[: _SNIPPET_CHARS * 4].decode("utf-8", "replace").split())
+def scrub(text: str, secret: str | None) -> str:
+    """Remove ``secret`` from text that came from the server (a page may echo headers)."""
+    return text.replace(secret, "[redacted]") if secret else text
+
+
+def snippet(body: bytes, secret: str | None = None) -> str:
+    """Return the start of a body, decoded leniently, secret removed, whitespace collapsed."""
+    text = scrub(body[:_SNIPPET_WINDOW].decode("utf-8", "replace"), secret)
+    text = " ".join(text.split())
     return text if len(text) <= _SNIPPET_CHARS else text[:_SNIPPET_CHARS] + "..."
 
 
-def decode(decoder: msgspec.json.Decoder[T], body: bytes, *, operation: str, status: int) -> T:
+def decode(
+    decoder: msgspec.json.Decoder[T],
+    body: bytes,
+    *,
+    operation: str,
+    status: int,
+    secret: str | None = None,
+) -> T:
     """Decode a success body, or raise a contract error naming the operation and field."""
     try:
         return decoder.decode(body)
@@ -56,20 +80,21 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes, *, operation: str, sta
         error = decode_error(body)
         if error is not None and error.status == "error":
             reason = f"HTTP {status} with an error body: {error.code}: {error.message}"
-            raise PrefactorResponseContractError(
-                reason, status_code=status, operation=operation
-            ) from None
+            message = scrub(reason, secret)
+        else:
+            message = f"unexpected response shape: {exc}"
         raise PrefactorResponseContractError(
-            f"unexpected response shape: {exc}",
+            message,
             status_code=status,
-            body_snippet=snippet(body),
+            body_snippet=snippet(body, secret),
             operation=operation,
         ) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec raises UnicodeDecodeError itself for invalid UTF-8 inside a string.
         raise PrefactorResponseContractError(
-            f"response is not valid JSON ({exc})",
+            f"response is not valid JSON ({type(exc).__name__})",
             status_code=status,
-            body_snippet=snippet(body),
+            body_snippet=snippet(body, secret),
             operation=operation,
         ) from None
 
@@ -78,7 +103,7 @@ def decode_error(body: bytes) -> ErrorBody | None:
     """Decode an error body, or ``None`` when it is not one."""
     try:
         return _ERROR_DECODER.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
 
 
@@ -87,7 +112,7 @@ def decode_error(body: bytes) -> ErrorBody | None:
 _SCALARS: Final = (str, int, bool, type(None), datetime, date, time, UUID)
 
 
-def check_json(value: object, where: str) -> None:
+def check_json(value: object, where: str, _depth: int = 0) -> None:
     """Raise if ``value`` would not survive a JSON round trip unchanged.
 
     msgspec would write NaN as ``null`` and a set as an array; a payload must never be
@@ -99,6 +124,10 @@ def check_json(value: object, where: str) -> None:
     """
     if isinstance(value, _SCALARS):
         return
+    if _depth > _MAX_DEPTH:
+        raise ValueError(
+            f"{where} is nested over {_MAX_DEPTH} levels deep (does it contain itself?)"
+        )
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{where} is {value!r}, which JSON cannot represent")
@@ -109,16 +138,16 @@ def check_json(value: object, where: str) -> None:
                 raise TypeError(
                     f"{where} has a key {key!r} of type {type(key).__name__}; JSON keys are strings"
                 )
-            check_json(item, f"{where}[{key!r}]")
+            check_json(item, f"{where}[{key!r}]", _depth + 1)
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            check_json(item, f"{where}[{index}]")
+            check_json(item, f"{where}[{index}]", _depth + 1)
         return
     if isinstance(value, msgspec.Struct):
         # Field by field: to_builtins would quietly turn a set into a list.
         for name in value.__struct_fields__:
-            check_json(getattr(value, name), f"{where}.{name}")
+            check_json(getattr(value, name), f"{where}.{name}", _depth + 1)
         return
     raise TypeError(
         f"{where} holds {value!r} of type {type(value).__name__}, which is not JSON "

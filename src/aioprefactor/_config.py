@@ -61,21 +61,31 @@ def parse_api_url(raw: object, *, allow_insecure_http: bool) -> yarl.URL:
         ValueError: Not an absolute http(s) URL, carries a query, fragment or
             credentials, or is plain http to a host that is not loopback.
     """
-    if not isinstance(raw, str) or not raw.strip():
+    # Messages name the URL's scheme and host only: a query or userinfo could hold a secret.
+    if not isinstance(raw, str):
+        raise TypeError(f"api_url must be a str, not {type(raw).__name__}")
+    if not raw.strip():
         raise ValueError("api_url is empty: pass api_url= or set PREFACTOR_API_URL")
     try:
         url = yarl.URL(raw.strip())
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"api_url {raw!r} is not a URL: {exc}") from None
+        raise ValueError(f"api_url is not a URL: {type(exc).__name__}") from None
     if url.scheme not in {"http", "https"} or not url.host:
-        raise ValueError(f"api_url {raw!r} must be an absolute http:// or https:// URL")
+        raise ValueError(
+            f"api_url must be an absolute http:// or https:// URL, not scheme {url.scheme!r}"
+        )
+    where = f"{url.scheme}://{url.host}"
     if url.query_string or url.fragment:
-        raise ValueError(f"api_url {raw!r} must not carry a query or a fragment")
+        raise ValueError(f"api_url ({where}/...) must not carry a query or a fragment")
     if url.user is not None or url.password is not None:
         raise ValueError("api_url must not carry credentials; pass api_token= instead")
+    if isinstance(allow_insecure_http, bool) is False:
+        raise TypeError(
+            f"allow_insecure_http must be a bool, not {type(allow_insecure_http).__name__}"
+        )
     if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
         raise ValueError(
-            f"api_url {raw!r} uses plain http to a host that is not loopback; the token "
+            f"api_url {where} uses plain http to a host that is not loopback; the token "
             "would travel in clear. Use https://, or pass allow_insecure_http=True."
         )
     # The raw path: decoding it first would turn an encoded "%2F" into a separator.
@@ -158,7 +168,12 @@ def make_settings(
         raise ValueError(f"max_request_bytes must be at least 1024, not {max_request_bytes}")
     if max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
-    statuses = frozenset(retry_statuses)
+    try:
+        statuses = frozenset(retry_statuses)
+    except TypeError:
+        raise TypeError(
+            f"retry_statuses must be an iterable of ints, not {type(retry_statuses).__name__}"
+        ) from None
     if not all(type(s) is int and 400 <= s <= 599 for s in statuses):
         raise ValueError("retry_statuses must hold HTTP error statuses (400-599)")
     return Settings(

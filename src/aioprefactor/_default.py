@@ -73,8 +73,14 @@ def configure(
         "retry_after_cap": retry_after_cap,
         "retry_statuses": tuple(retry_statuses),
     }
-    if api_url is not None and api_token is not None:
-        make_settings(**options)
+    # Check everything given now; what is left out comes from the environment at first use.
+    make_settings(
+        **{
+            **options,
+            "api_url": "https://placeholder.invalid" if api_url is None else api_url,
+            "api_token": "placeholder" if api_token is None else api_token,
+        }
+    )
     _options.clear()
     _options.update(options)
     _clients.clear()

@@ -11,7 +11,7 @@ from aioprefactor import _checks
 from aioprefactor._codec import (
     BULK_DECODER,
     INSTANCE_DECODER,
-    OBJECT_DECODER,
+    PING_DECODER,
     SPAN_DECODER,
     encode,
     json_object,
@@ -380,5 +380,11 @@ class BulkClient:
 
 
 async def ping(transport: Transport) -> dict[str, Any]:
-    """Check the API is reachable and the token valid; returns the API's answer."""
-    return await transport.call("GET", "/api/v1/ping", None, OBJECT_DECODER, "ping")
+    """Check the API is reachable and the token valid; returns the API's answer.
+
+    Raises:
+        PrefactorResponseContractError: The answer is not a success envelope.
+    """
+    answer = await transport.call("GET", "/api/v1/ping", None, PING_DECODER, "ping")
+    result: dict[str, Any] = msgspec.to_builtins(answer)
+    return result

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import aiohttp
 import yarl
 
-from aioprefactor._codec import decode, decode_error, snippet
+from aioprefactor._codec import decode, decode_error, scrub, snippet
 from aioprefactor._errors import (
     PrefactorApiError,
     PrefactorAuthError,
@@ -87,7 +87,14 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def api_error(
-    status: int, body: bytes, *, method: str, path: str, retry_after: float | None
+    status: int,
+    body: bytes,
+    *,
+    method: str,
+    path: str,
+    operation: str,
+    retry_after: float | None,
+    secret: str | None = None,
 ) -> PrefactorError:
     """Turn an error response into the matching exception."""
     error = decode_error(body)
@@ -95,10 +102,10 @@ def api_error(
         return PrefactorResponseContractError(
             "error response is not a JSON error body",
             status_code=status,
-            body_snippet=snippet(body),
-            operation=f"{method} {path}",
+            body_snippet=snippet(body, secret),
+            operation=operation,
         )
-    message = error.message or f"HTTP {status}"
+    message = scrub(error.message, secret) or f"HTTP {status}"
     code = error.code
     if status in {400, 422}:
         return PrefactorValidationError(
@@ -138,6 +145,7 @@ class Transport:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._base = str(settings.api_url)
+        self._secret = settings.api_token.reveal()
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeout = aiohttp.ClientTimeout(
@@ -224,10 +232,14 @@ class Transport:
                 )
             retry_after: float | None = None
             try:
-                status, payload, retry_after = await self._send(session, method, url, body, timeout)
+                status, payload, retry_after = await self._send(
+                    session, method, url, body, timeout, operation
+                )
                 error: PrefactorError
                 if status < 300:
-                    result = decode(decoder, payload, operation=operation, status=status)
+                    result = decode(
+                        decoder, payload, operation=operation, status=status, secret=self._secret
+                    )
                     if log.isEnabledFor(logging.DEBUG):
                         log.debug(
                             "%s %s -> %d (attempt %d, %.1f ms)",
@@ -239,7 +251,13 @@ class Transport:
                         )
                     return result
                 error = api_error(
-                    status, payload, method=method, path=path, retry_after=retry_after
+                    status,
+                    payload,
+                    method=method,
+                    path=path,
+                    operation=operation,
+                    retry_after=retry_after,
+                    secret=self._secret,
                 )
             except PrefactorError as exc:
                 error = exc
@@ -275,6 +293,7 @@ class Transport:
         url: yarl.URL,
         body: bytes | None,
         timeout: aiohttp.ClientTimeout,
+        operation: str,
     ) -> tuple[int, bytes, float | None]:
         cap = self._settings.max_response_bytes
         try:
@@ -290,7 +309,7 @@ class Transport:
                     raise PrefactorResponseContractError(
                         f"response of {length} bytes is over the {cap}-byte limit",
                         status_code=status,
-                        operation=f"{method} {url.raw_path}",
+                        operation=operation,
                     )
                 # Content-Length counts the bytes on the wire; aiohttp decompresses a
                 # gzip or deflate body as it reads, so only an unencoded one is bounded by it.
@@ -305,8 +324,8 @@ class Transport:
                         raise PrefactorResponseContractError(
                             f"response is over the {cap}-byte limit",
                             status_code=status,
-                            body_snippet=snippet(chunks[0] if chunks else chunk),
-                            operation=f"{method} {url.raw_path}",
+                            body_snippet=snippet(chunks[0] if chunks else chunk, self._secret),
+                            operation=operation,
                         )
                     chunks.append(chunk)
                 return status, b"".join(chunks), retry_after
