@@ -103,15 +103,27 @@ async def test_unreachable_api_fails_open(
     assert len(warnings_of(caplog)) == 1
 
 
-@pytest.mark.parametrize("route", [None, "agent_instances.register", "agent_instances.start"])
+@pytest.mark.parametrize(
+    ("route", "fault"),
+    [
+        (None, "500"),
+        ("agent_instances.register", "500"),
+        ("agent_instances.start", "500"),
+        (None, "non-json"),
+    ],
+)
 async def test_500_api_fails_open(
     prefactor_api: LocalPrefactor,
     make_client: Callable[..., Client],
     caplog: pytest.LogCaptureFixture,
     route: str | None,
+    fault: str,
 ) -> None:
     """The block runs: one warning, telemetry_error set, no span request, nothing left open."""
-    prefactor_api.faults.fail_next(50, 500, route=route)
+    if fault == "500":
+        prefactor_api.faults.fail_next(50, 500, route=route)
+    else:
+        prefactor_api.faults.non_json(50, route=route)
     client = make_client(prefactor_api.url, prefactor_api.token)
     scope = client.agent_instance(agent_id="a", agent_version=VERSION, enter_timeout=ENTER)
     run, seen = await run_block(scope)
@@ -146,11 +158,6 @@ async def test_slow_api_lets_the_block_run_within_the_enter_budget(
     assert len(finishes) == 1
 
 
-@pytest.mark.xfail(
-    reason="InstanceRun.recording (_lifecycle.py) checks only id and terminated, so it is "
-    "True for a registered run whose start was refused, while its spans are not sent",
-    strict=True,
-)
 async def test_run_whose_start_was_refused_is_not_recording(
     prefactor_api: LocalPrefactor, make_client: Callable[..., Client]
 ) -> None:
@@ -408,3 +415,51 @@ async def test_terminate_signal_on_a_span_finish_stops_the_instance_finish(
         assert run.termination_reason == "policy"
     assert run.terminated
     assert [r for r in prefactor_api.requests if r.route == "agent_instances.finish"] == []
+
+
+async def test_span_not_created_fails_open_and_its_children_are_noops(
+    prefactor_api: LocalPrefactor,
+    make_client: Callable[..., Client],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The span's block runs: one warning, span.telemetry_error, no request for its child."""
+    prefactor_api.faults.fail_next(50, 500, route="agent_spans.create")
+    client = make_client(prefactor_api.url, prefactor_api.token)
+    ran = []
+    scope = client.agent_instance(agent_id="a", agent_version=VERSION)
+    async with scope as run, aioprefactor.span("agent:step") as step:
+        ran.append("step")
+        prefactor_api.faults.clear()
+        async with aioprefactor.span("agent:child") as child:
+            ran.append("child")
+    assert ran == ["step", "child"]
+    assert isinstance(step.telemetry_error, PrefactorError)
+    assert (step.id, child.id) == (None, None)
+    assert run.telemetry_error is None
+    assert len(warnings_of(caplog)) == 1
+    assert [r for r in span_requests(prefactor_api) if r.route == "agent_spans.finish"] == []
+    assert prefactor_api.instance(run.id or "")["status"] == "complete"
+
+
+async def test_strict_span_not_created_raises_and_its_block_does_not_run(
+    prefactor_api: LocalPrefactor, make_client: Callable[..., Client]
+) -> None:
+    """PrefactorError from a strict span whose create fails; the run then finishes failed."""
+    prefactor_api.faults.fail_next(50, 500, route="agent_spans.create")
+    client = make_client(prefactor_api.url, prefactor_api.token)
+    runs: list[InstanceRun] = []
+    ran = False
+
+    async def agent() -> None:
+        nonlocal ran
+        async with client.agent_instance(agent_id="a", agent_version=VERSION, strict=True) as run:
+            runs.append(run)
+            async with aioprefactor.span("agent:step"):
+                ran = True
+
+    with pytest.raises(PrefactorError):
+        await agent()
+    assert not ran
+    prefactor_api.faults.clear()
+    await client.flush()
+    assert prefactor_api.instance(runs[0].id or "")["status"] == "failed"

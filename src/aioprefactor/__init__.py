@@ -3,8 +3,6 @@
 Record every run of an agent truthfully, exactly once, without slowing it down.
 """
 
-from __future__ import annotations
-
 from aioprefactor._client import Client, ClientState
 from aioprefactor._context import current_instance, current_span
 from aioprefactor._default import agent_instance, configure

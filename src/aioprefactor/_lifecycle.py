@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -95,8 +94,8 @@ class InstanceRun(Recording):
 
     @property
     def recording(self) -> bool:
-        """Whether spans inside are being sent: the run was registered and not terminated."""
-        return self.id is not None and not self.terminated
+        """Whether spans inside are being sent: registered, started, and not terminated."""
+        return self.id is not None and self.telemetry_error is None and not self.terminated
 
     def _control(self, control: ControlSignal | None) -> None:
         if control is not None and control.terminate and not self.terminated:
@@ -206,8 +205,8 @@ class InstanceScope(Decorator[InstanceRun]):
             update_current_version, "update_current_version"
         )
         self.strict = _checks.boolean(strict, "strict")
-        self.enter_timeout = _budget(enter_timeout, "enter_timeout")
-        self.finish_timeout = _budget(finish_timeout, "finish_timeout")
+        self.enter_timeout = _checks.seconds(enter_timeout, "enter_timeout")
+        self.finish_timeout = _checks.seconds(finish_timeout, "finish_timeout")
 
     def __repr__(self) -> str:
         return f"<InstanceScope agent_id={self.agent_id!r} version={self.agent_version.name!r}>"
@@ -234,14 +233,6 @@ class InstanceScope(Decorator[InstanceRun]):
     def _current(self) -> InstanceRun | None:
         run = _context.RUN.get()
         return run if run is not None and run._scope is self else None
-
-
-def _budget(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-    return float(value)
 
 
 def make_scope(

@@ -157,8 +157,8 @@ class SpanScope(Decorator[SpanRun]):
             raise TypeError(f"parent must be a span handle, not {type(parent).__name__}")
         self.parent = parent
         self.strict = strict if strict is None else _checks.boolean(strict, "strict")
-        self.enter_timeout = enter_timeout
-        self.finish_timeout = finish_timeout
+        self.enter_timeout = _checks.seconds(enter_timeout, "enter_timeout")
+        self.finish_timeout = _checks.seconds(finish_timeout, "finish_timeout")
 
     def __repr__(self) -> str:
         return f"<SpanScope {self.schema_name!r}>"
@@ -183,13 +183,8 @@ class SpanScope(Decorator[SpanRun]):
                 )
             handle._state = handle._state.ACTIVE
             return handle
-        if (
-            not run.recording
-            or run.telemetry_error is not None
-            or (parent is not None and parent.id is None)
-        ):
-            # The run (or the parent span) is not recorded: the span is a no-op. A run
-            # that was registered but whose start was refused has an id, yet failed open.
+        if not run.recording or (parent is not None and parent.id is None):
+            # The run (or the parent span) is not recorded: the span is a no-op.
             handle._state = handle._state.ACTIVE
             return handle
         await handle._open(self.enter_timeout, self.finish_timeout)
