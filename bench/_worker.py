@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import cProfile
 import gc
 import json
+import os
 import statistics
 import sys
 import time
 import uuid
+from resource import RUSAGE_SELF, getrusage
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
 AGENT_ID = "bench-agent"
 AGENT_VERSION: dict[str, Any] = {
@@ -76,6 +80,22 @@ SAMPLE_INSTANCE = json.dumps(
 ).encode()
 
 
+@contextlib.contextmanager
+def _profiled() -> Iterator[None]:
+    """Profile the measured pass into the file ``BENCH_PROFILE`` names, if it names one."""
+    path = os.environ.get("BENCH_PROFILE")
+    if not path:
+        yield
+        return
+    profiler = cProfile.Profile(time.process_time)  # CPU, not wall: idle waits cost nothing
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(path)
+
+
 def new_key() -> str:
     """An idempotency key, generated per call as both clients do."""
     return uuid.uuid4().hex
@@ -111,13 +131,22 @@ async def measure(op: Callable[[], Awaitable[Any]], n: int, concurrency: int) ->
     await _lanes(op, min(max(2 * concurrency, 20), 500), concurrency, None)
     latencies: list[float] = []
     gc.collect()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    await _lanes(op, n, concurrency, latencies)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    with _profiled():
+        cpu0, wall0, ru0 = time.process_time(), time.perf_counter(), getrusage(RUSAGE_SELF)
+        await _lanes(op, n, concurrency, latencies)
+        cpu, wall, ru = (
+            time.process_time() - cpu0,
+            time.perf_counter() - wall0,
+            getrusage(RUSAGE_SELF),
+        )
     return {
         "n": n,
         "concurrency": concurrency,
         "cpu_us": cpu / n * 1e6,
+        # The split: user time is the client's Python and C code; system time is mostly
+        # the kernel's loopback TCP work, the same for every side.
+        "user_us": (ru.ru_utime - ru0.ru_utime) / n * 1e6,
+        "sys_us": (ru.ru_stime - ru0.ru_stime) / n * 1e6,
         "latency_ms": statistics.median(latencies) * 1e3,
         "ops_s": n / wall,
     }
@@ -169,13 +198,14 @@ async def measure_runs(
         await one()
     blocks: list[float] = []
     gc.collect()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    for _ in range(n):
-        start = time.perf_counter()
-        await one()
-        blocks.append(time.perf_counter() - start)
-    await close()
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    with _profiled():
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            start = time.perf_counter()
+            await one()
+            blocks.append(time.perf_counter() - start)
+        await close()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     return {
         "n": n,
         "cpu_us": cpu / n * 1e6,

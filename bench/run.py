@@ -137,6 +137,16 @@ def lifecycle(official: Path, p: Params) -> list[Row]:
         )
         rows.append(
             Row(
+                f"  of which user CPU µs (c={c})",
+                cell(res["ours"], "user_us"),
+                cell(res["official"], "user_us"),
+                cell(res["floor"], "user_us"),
+                xfmt(ratio(res["ours"], res["official"], "user_us")),
+                xfmt(ratio(res["ours"], res["floor"], "user_us")),
+            )
+        )
+        rows.append(
+            Row(
                 f"lifecycle wall ms p50 (c={c})",
                 cell(res["ours"], "latency_ms", 2),
                 cell(res["official"], "latency_ms", 2),

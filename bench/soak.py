@@ -1,0 +1,190 @@
+"""The fault soak: many runs through one client while the local API injects faults, then a
+check of what the server holds against what each run's ending implies.
+
+    python bench/soak.py --runs 5000 [--sides ours official] [--rate 0.2] [--seed 1]
+
+Each side gets a fresh local API in its own process (``soak_server.py``) with the fault
+plan's chaos on (503, 429 with Retry-After, latency, lost responses, non-JSON bodies on
+``--rate`` of requests) and runs the same planned endings (return, raise, task cancel,
+``asyncio.timeout``, explicit fail) in a worker process: ours with the project's python,
+prefactor-core 0.5.3 with the python of ``bench/.venv-official``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from typing import Any
+
+from _harness import BENCH, WORK, official_python, stop_process
+from _soak_plan import INSTANCE_STATUS, LAST_SPAN_STATUS, PROPAGATES, SPANS, external_id
+
+KINDS = ("503", "429", "latency", "drop", "non_json")
+OPEN = {"pending", "active"}
+
+
+def _control(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - our own loopback control port
+        url + path, data=data, method="GET" if data is None else "POST"
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def soak_side(side: str, runs: int, seed: int, rate: float, concurrency: int) -> dict[str, Any]:
+    """One side's soak against its own local API; what the worker saw and the server holds."""
+    WORK.mkdir(exist_ok=True)
+    log_path = WORK / f"soak-server-{side}.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, str(BENCH / "soak_server.py"), "--token", secrets.token_urlsafe(24)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        lines = _wait_for_lines(server, log_path)
+        _control(lines["control"], "/chaos", {"rate": rate, "seed": seed, "kinds": list(KINDS)})
+        python = sys.executable if side == "ours" else str(official_python())
+        script = "soak_ours.py" if side == "ours" else "soak_official.py"
+        argv = [python, str(BENCH / script), "--url", lines["api"], "--token", lines["token"]]
+        argv += ["--runs", str(runs), "--seed", str(seed), "--concurrency", str(concurrency)]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=BENCH)
+        _control(lines["control"], "/clear", {})
+        state = _control(lines["control"], "/state")
+    finally:
+        stop_process(server)
+    (WORK / f"soak-{side}.stderr").write_text(proc.stderr)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        tail = "\n  ".join(proc.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"the {side} soak worker failed ({proc.returncode}):\n  {tail}")
+    return {"worker": json.loads(proc.stdout.strip().splitlines()[-1]), "state": state}
+
+
+def _wait_for_lines(proc: subprocess.Popen[bytes], log_path: Any) -> dict[str, str]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = dict(re.findall(r"^(api|control|token): (\S+)$", log_path.read_text(), re.M))
+        if len(found) == 3:
+            return found
+        if proc.poll() is not None:
+            raise RuntimeError(f"soak server exited: {log_path.read_text()[-2000:]}")
+        time.sleep(0.05)
+    raise RuntimeError("soak server printed no URLs within 30 s")
+
+
+def judge(result: dict[str, Any]) -> dict[str, Any]:
+    """Compare the server's instances and spans with what each run's ending implies."""
+    records = result["worker"]["records"]
+    state = result["state"]
+    by_ext: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for inst in state["instances"]:
+        by_ext[inst.get("external_identifier") or ""].append(inst)
+    spans_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for span in state["spans"]:
+        spans_of[span["agent_instance_id"]].append(span)
+
+    counts: Counter[str] = Counter()
+    wrong_as: Counter[str] = Counter()
+    for record in records:
+        ending = record["ending"]
+        if record["raised"] != PROPAGATES[ending]:
+            counts["run saw another exception"] += 1
+            wrong_as[f"{ending} raised {record['raised']}"] += 1
+        found = by_ext.get(external_id(record["i"]), [])
+        if not found:
+            counts["lost"] += 1
+            continue
+        if len(found) > 1:
+            counts["duplicated"] += 1
+        inst = found[0]
+        if inst["status"] in OPEN:
+            counts["stuck pending/active"] += 1
+        elif inst["status"] != INSTANCE_STATUS[ending]:
+            counts["wrong status"] += 1
+            wrong_as[f"{ending} -> {inst['status']}"] += 1
+        spans = spans_of.get(inst["id"], [])
+        if len(spans) != SPANS:
+            counts["spans missing or extra"] += abs(SPANS - len(spans))
+        expected = ["complete"] * (SPANS - 1) + [LAST_SPAN_STATUS[ending]]
+        for span, want in zip(spans, expected, strict=False):
+            if span["status"] in OPEN:
+                counts["open spans"] += 1
+            elif span["status"] != want:
+                counts["spans with wrong status"] += 1
+    return {
+        "runs": len(records),
+        "counts": counts,
+        "wrong_as": wrong_as,
+        "injected": state["injected"],
+        "seconds": result["worker"]["seconds"],
+        "close": result["worker"]["close"],
+    }
+
+
+ROWS = (
+    "lost",
+    "duplicated",
+    "wrong status",
+    "stuck pending/active",
+    "open spans",
+    "spans with wrong status",
+    "spans missing or extra",
+    "run saw another exception",
+)
+
+
+def render(judged: dict[str, dict[str, Any]]) -> str:
+    sides = list(judged)
+    names = {"ours": "aioprefactor", "official": "prefactor-core 0.5.3"}
+    lines = [
+        "| | " + " | ".join(names[s] for s in sides) + " |",
+        "|---|" + "---|" * len(sides),
+        "| runs | " + " | ".join(str(judged[s]["runs"]) for s in sides) + " |",
+    ]
+    for kind in KINDS:
+        cells = [str(judged[s]["injected"].get(kind, 0)) for s in sides]
+        lines.append(f"| injected: {kind} | " + " | ".join(cells) + " |")
+    lines += [
+        f"| **{row}** | " + " | ".join(str(judged[s]["counts"][row]) for s in sides) + " |"
+        for row in ROWS
+    ]
+    lines.append("| seconds | " + " | ".join(f"{judged[s]['seconds']:.1f}" for s in sides) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument(
+        "--sides", nargs="+", choices=("ours", "official"), default=["ours", "official"]
+    )
+    parser.add_argument("--rate", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+
+    judged = {}
+    for side in args.sides:
+        print(f"soaking {side}: {args.runs} runs ...", file=sys.stderr, flush=True)
+        judged[side] = judge(soak_side(side, args.runs, args.seed, args.rate, args.concurrency))
+    print(render(judged))
+    for side, j in judged.items():
+        if j["wrong_as"]:
+            print(f"\n{side}: " + ", ".join(f"{k}: {v}" for k, v in j["wrong_as"].most_common()))
+        if j["close"]:
+            print(f"\n{side}: closing the client raised {j['close']}")
+    failed = any(judged[s]["counts"][r] for s in judged if s == "ours" for r in ROWS)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
