@@ -326,7 +326,7 @@ def _bulk_item(item: BulkItem | Mapping[str, Any], index: int) -> dict[str, Any]
         kind, key, params = item.type, item.idempotency_key, dict(item.params)
     elif isinstance(item, Mapping):
         params = dict(item)
-        kind = params.pop("_type", params.pop("type", None))
+        kind = params.pop("_type", None)
         key = params.pop("idempotency_key", None)
     else:
         raise TypeError(f"{where} must be a BulkItem or a dict, not {type(item).__name__}")
