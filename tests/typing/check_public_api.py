@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any, assert_type
 
@@ -112,3 +113,45 @@ async def misuse(client: Client) -> None:
     await client.agent_instances.register("a", {}, {}, purpose="prod")  # type: ignore[arg-type]
     await client.agent_instances.start("i", "2025-01-01")  # type: ignore[arg-type]
     AgentVersion("n", "1")  # type: ignore[call-arg]
+
+
+VERSION = {"name": "n", "external_identifier": "1"}
+
+
+async def lifecycle(client: Client) -> None:
+    scope = aioprefactor.agent_instance(agent_id="a", agent_version=VERSION)
+    assert_type(scope, aioprefactor.InstanceScope)
+    assert_type(client.agent_instance(agent_version=VERSION), aioprefactor.InstanceScope)
+    async with scope as run:
+        assert_type(run, aioprefactor.InstanceRun)
+        assert_type(run.id, str | None)
+        assert_type(run.instance, AgentInstance | None)
+        assert_type(run.status, aioprefactor.FinishStatus | None)
+        assert_type(run.telemetry_error, BaseException | None)
+        assert_type(run.terminated, bool)
+        assert_type(run.termination_reason, str | None)
+        assert_type(run.complete(), None)
+        assert_type(aioprefactor.current_instance(), aioprefactor.InstanceRun | None)
+        async with aioprefactor.span("agent:llm", {"model": "m"}) as step:
+            assert_type(step, aioprefactor.SpanRun)
+            assert_type(step.id, str | None)
+            assert_type(step.span, AgentSpan | None)
+            assert_type(step.set_result({"text": "t"}), None)
+            assert_type(aioprefactor.current_span(), aioprefactor.SpanRun | None)
+    await client.flush()
+
+
+async def decorated() -> None:
+    @aioprefactor.agent_instance(agent_version=VERSION)
+    async def entry(question: str, *, retries: int = 1) -> int:
+        return len(question) + retries
+
+    assert_type(await entry("q", retries=2), int)
+
+    @aioprefactor.span("agent:tool")
+    async def stream(n: int) -> AsyncGenerator[str]:
+        for i in range(n):
+            yield str(i)
+
+    assert_type(stream(3), AsyncGenerator[str, None])
+    await entry(1)  # type: ignore[arg-type]
