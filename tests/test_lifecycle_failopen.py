@@ -389,6 +389,21 @@ async def test_terminated_run_records_it_and_sends_no_finish(
     assert [r for r in prefactor_api.requests if r.route == "agent_instances.finish"] == []
 
 
+async def test_span_open_when_the_run_is_terminated_is_still_finished(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """'complete' on the server for a span created before the terminate signal arrived."""
+    async with prefactor_client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+        assert run.id is not None
+        prefactor_api.terminate(run.id, "budget exceeded")
+        async with aioprefactor.span("agent:step") as step:
+            assert run.terminated
+    await prefactor_client.flush()
+    assert step.id is not None
+    assert "complete" == prefactor_api.span(step.id)["status"]
+    assert [] == [s for s in prefactor_api.spans(run.id) if s["status"] == "active"]
+
+
 @pytest.mark.parametrize("strict", [False, True])
 async def test_terminated_run_without_spans_learns_it_at_the_finish(
     prefactor_api: LocalPrefactor, prefactor_client: Client, strict: bool

@@ -165,7 +165,11 @@ class Recording:
             raise error
         self._state = RecordingState.ACTIVE
         self.telemetry_error = error
-        log.warning("aioprefactor: %s not recorded, the block runs anyway: %s", self._kind, error)
+        log.warning(
+            "aioprefactor: %s not recorded (yet), the block runs without it: %s",
+            self._kind,
+            error,
+        )
 
     async def _run_open(self) -> None:
         try:

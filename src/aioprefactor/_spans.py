@@ -102,7 +102,9 @@ class SpanRun(Recording):
             self.result = checked
 
     def _skip_finish(self) -> bool:
-        return self.id is None or self.run is None or self.run.terminated
+        # A span the server holds is finished even after its instance was terminated,
+        # so none is left active; only the instance's own finish is skipped then.
+        return self.id is None or self.run is None
 
     def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         task = super()._spawn(work)
