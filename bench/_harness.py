@@ -61,10 +61,10 @@ def local_api(python: str = sys.executable) -> Iterator[tuple[str, str]]:
     """
     WORK.mkdir(exist_ok=True)
     log_path = WORK / "server.log"
-    token = secrets.token_urlsafe(24)
+    token = secrets.token_hex(16)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [python, "-m", "aioprefactor", "serve", "--port", "0", "--token", token],
+            [python, "-m", "aioprefactor", "serve", "--port", "0", f"--token={token}"],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -107,7 +107,7 @@ def worker(python: str | Path, script: str, figure: str, **kw: object) -> Result
     """
     argv = [str(python), str(BENCH / script), figure]
     for key, value in kw.items():
-        argv += [f"--{key}", str(value)]
+        argv.append(f"--{key}={value}")
     try:
         proc = subprocess.run(
             argv, capture_output=True, text=True, timeout=WORKER_TIMEOUT, cwd=BENCH, check=False

@@ -45,7 +45,7 @@ def soak_side(side: str, runs: int, seed: int, rate: float, concurrency: int) ->
     log_path = WORK / f"soak-server-{side}.log"
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [sys.executable, str(BENCH / "soak_server.py"), "--token", secrets.token_urlsafe(24)],
+            [sys.executable, str(BENCH / "soak_server.py"), f"--token={secrets.token_hex(16)}"],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
