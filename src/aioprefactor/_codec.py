@@ -110,9 +110,38 @@ def decode_error(body: bytes) -> ErrorBody | None:
 # --- arguments -----------------------------------------------------------------------------
 
 _SCALARS: Final = (str, int, bool, type(None), datetime, date, time, UUID)
+_SCALAR_TYPES: Final = frozenset(_SCALARS)
 
 
-def check_json(value: object, where: str, _depth: int = 0) -> None:
+def _plainly_json(value: object, depth: int) -> bool:  # noqa: PLR0911 - one exit per type
+    """Whether ``value`` is built of plain JSON types only; fast, and says nothing of why.
+
+    Exact types only, so anything unusual (a subclass, a Mapping, a Struct) falls to
+    the slow, precise check. No path strings are built here: most payloads are fine.
+    """
+    kind = type(value)
+    if kind in _SCALAR_TYPES:
+        return True
+    if kind is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    if depth > _MAX_DEPTH:
+        return False
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                return False
+            if type(item) not in _SCALAR_TYPES and not _plainly_json(item, depth + 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:  # type: ignore[attr-defined]
+            if type(item) not in _SCALAR_TYPES and not _plainly_json(item, depth + 1):
+                return False
+        return True
+    return False
+
+
+def check_json(value: object, where: str) -> None:
     """Raise if ``value`` would not survive a JSON round trip unchanged.
 
     msgspec would write NaN as ``null`` and a set as an array; a payload must never be
@@ -120,11 +149,17 @@ def check_json(value: object, where: str, _depth: int = 0) -> None:
 
     Raises:
         TypeError: A value of a type JSON cannot hold, or a non-string key.
-        ValueError: A float that is NaN or infinite.
+        ValueError: A float that is NaN or infinite, or nesting over 200 levels deep.
     """
+    if not _plainly_json(value, 0):
+        _explain(value, where, 0)
+
+
+def _explain(value: object, where: str, depth: int) -> None:
+    """Walk ``value`` as check_json does, naming the path of the first bad value."""
     if isinstance(value, _SCALARS):
         return
-    if _depth > _MAX_DEPTH:
+    if depth > _MAX_DEPTH:
         raise ValueError(
             f"{where} is nested over {_MAX_DEPTH} levels deep (does it contain itself?)"
         )
@@ -138,16 +173,16 @@ def check_json(value: object, where: str, _depth: int = 0) -> None:
                 raise TypeError(
                     f"{where} has a key {key!r} of type {type(key).__name__}; JSON keys are strings"
                 )
-            check_json(item, f"{where}[{key!r}]", _depth + 1)
+            _explain(item, f"{where}[{key!r}]", depth + 1)
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            check_json(item, f"{where}[{index}]", _depth + 1)
+            _explain(item, f"{where}[{index}]", depth + 1)
         return
     if isinstance(value, msgspec.Struct):
         # Field by field: to_builtins would quietly turn a set into a list.
         for name in value.__struct_fields__:
-            check_json(getattr(value, name), f"{where}.{name}", _depth + 1)
+            _explain(getattr(value, name), f"{where}.{name}", depth + 1)
         return
     raise TypeError(
         f"{where} holds {value!r} of type {type(value).__name__}, which is not JSON "

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import random
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -47,6 +48,8 @@ log: Final = logging.getLogger("aioprefactor")
 
 SDK_HEADER: Final = f"aioprefactor@{__version__}"
 _READ_CHUNK: Final = 64 * 1024
+# Unreserved characters only, not starting with a dot: such an id is its own encoding.
+_PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
 
 
 def path_segment(value: object, name: str) -> str:
@@ -60,6 +63,8 @@ def path_segment(value: object, name: str) -> str:
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
     if not value:
         raise ValueError(f"{name} must not be empty")
+    if _PLAIN_ID.fullmatch(value) is not None:
+        return value  # the common case: nothing to encode
     encoded = quote(value, safe="")
     # "." and ".." are unreserved, so quote() keeps them, yet as a whole segment they
     # would move the path; encoded, they are plain data.
