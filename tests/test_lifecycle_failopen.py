@@ -422,8 +422,22 @@ async def test_terminated_run_without_spans_learns_it_at_the_finish(
 async def test_terminate_signal_on_a_span_finish_stops_the_instance_finish(
     prefactor_api: LocalPrefactor, prefactor_client: Client
 ) -> None:
-    """run.terminated after the span's finish answer carries the signal; no instance finish."""
+    """run.terminated once the span's finish answer carries the signal; no instance finish."""
     async with prefactor_client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+        assert run.id is not None
+        async with aioprefactor.span("agent:step"):
+            prefactor_api.terminate(run.id, "policy")
+    assert run.termination_reason == "policy"
+    assert run.terminated
+    assert [r for r in prefactor_api.requests if r.route == "agent_instances.finish"] == []
+
+
+async def test_strict_span_finish_is_awaited_so_the_signal_is_known_after_the_block(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """run.termination_reason right after a strict span's block whose finish carried it."""
+    scope = prefactor_client.agent_instance(agent_id="a", agent_version=VERSION, strict=True)
+    async with scope as run:
         assert run.id is not None
         async with aioprefactor.span("agent:step"):
             prefactor_api.terminate(run.id, "policy")

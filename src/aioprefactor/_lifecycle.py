@@ -127,10 +127,14 @@ class InstanceRun(Recording):
         self._span_work.add(task)
         task.add_done_callback(self._span_work.discard)
 
-    async def _send_finish(self, status: FinishStatus) -> None:
-        assert self.id is not None
+    async def _settle(self) -> None:
+        # A span's answer may carry the terminate signal, which decides whether the
+        # instance is finished at all; and no span may reach an instance already ended.
         if self._span_work:
             await asyncio.wait(set(self._span_work))
+
+    async def _send_finish(self, status: FinishStatus) -> None:
+        assert self.id is not None
         instances = self.client.agent_instances
         try:
             self.instance = await instances.finish(

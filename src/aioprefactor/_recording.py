@@ -123,6 +123,9 @@ class Recording:
         """Whether there is nothing to finish (never opened, or ended by the server)."""
         return self.id is None
 
+    async def _settle(self) -> None:
+        """Wait for what must land before the finish is decided on (nothing, by default)."""
+
     # --- the machinery ------------------------------------------------------------------------
 
     def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
@@ -181,14 +184,24 @@ class Recording:
                 # It was only late: recorded after all, so nothing kept it from the record.
                 self.telemetry_error = None
 
-    async def _close(self, exc: BaseException | None, budget: float) -> None:
-        """Finish exactly once, with the status ``exc`` implies unless one was set."""
+    async def _close(self, exc: BaseException | None, budget: float, *, wait: bool = True) -> None:
+        """Finish exactly once, with the status ``exc`` implies unless one was set.
+
+        With ``wait=False`` the finish is only started: it goes on in the background,
+        held by the client (and, for a span, awaited by its run's own finish).
+        """
         if self._state is not RecordingState.ACTIVE:
             raise RuntimeError(f"this {self._kind} is {self._state.value}, not active")
         status = self._explicit or status_for(exc)
         self.status = status
+        opening = self._open_task
+        if self._skip_finish() and (opening is None or opening.done()):
+            self._state = RecordingState.FINISHED  # nothing was recorded: nothing to send
+            return
         self._state = RecordingState.FINISHING
         finish = self._finish_task = self._spawn(self._run_finish(status))
+        if not wait:
+            return
         done, _ = await asyncio.wait({finish}, timeout=budget)
         if not done:
             log.warning(
@@ -205,6 +218,7 @@ class Recording:
         opening = self._open_task
         if opening is not None and not opening.done():
             await steadfast(lambda: asyncio.wait({opening}))
+        await steadfast(self._settle)
         try:
             if not self._skip_finish():
                 await steadfast(lambda: self._send_finish(status))

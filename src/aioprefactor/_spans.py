@@ -193,7 +193,9 @@ class SpanScope(Decorator[SpanRun]):
         return handle
 
     async def _exit(self, handle: SpanRun, exc: BaseException | None) -> None:
-        await handle._close(exc, self.finish_timeout)
+        # The block does not wait for a span's finish unless strict: the run's own
+        # finish waits for it, and so do client.flush() and client.aclose().
+        await handle._close(exc, self.finish_timeout, wait=handle.strict)
 
     def _activate(self, handle: SpanRun) -> None:
         handle._token = _context.SPAN.set(handle)
