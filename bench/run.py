@@ -338,7 +338,10 @@ How it was measured:
 - Decode: one instance response decoded for {decode_s} s of CPU per side and round;
   ours: {decode_label};
   theirs: `ApiResponse[AgentInstance](**json.loads(body))`, as prefactor-http does.
-- Scale: ours only, one round; all runs in one client.
+- Scale: ours only, one round; all runs in one client (100 pooled connections) with
+  `connect_timeout=300, request_timeout=300, total_timeout=900` and run budgets of 600 s:
+  with the defaults (connect 5 s, which aiohttp counts from the wait for a pooled
+  connection), runs queued behind thousands of others time out before being sent.
 - Total bench time: {elapsed:.0f} s.
 """
 

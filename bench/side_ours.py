@@ -48,12 +48,22 @@ async def lifecycle(url: str, token: str, n: int, concurrency: int) -> dict[str,
         return await measure(op, n, concurrency)
 
 
-def _open_run(client: Any) -> Any:
+# Strict, so a run that is not recorded fails the figure instead of passing unseen; with
+# budgets wide enough that thousands of runs queued behind one connection pool still enter.
+_BUDGETS = {"enter_timeout": 600.0, "finish_timeout": 600.0}
+# aiohttp's connect timeout (ClientTimeout.connect) counts the wait for a pooled
+# connection: with thousands of runs queued on 100 connections, the default 5 s expires
+# before the request is sent.
+_SCALE_CLIENT = {"connect_timeout": 300.0, "request_timeout": 300.0, "total_timeout": 900.0}
+
+
+def _open_run(client: Any, **budgets: float) -> Any:
     return client.agent_instance(
         agent_id=AGENT_ID,
         agent_version=AGENT_VERSION,
         agent_schema_version=SCHEMA_VERSION,
         strict=True,
+        **budgets,
     )
 
 
@@ -72,22 +82,30 @@ async def run(url: str, token: str, n: int) -> dict[str, Any]:
 
 async def scale_open(url: str, token: str, n: int) -> dict[str, Any]:
     """N runs entered at once and held open, then all exited."""
-    async with aioprefactor.Client(api_url=url, api_token=token) as client:
+    async with aioprefactor.Client(api_url=url, api_token=token, **_SCALE_CLIENT) as client:
         for _ in range(20):
             async with _open_run(client):
                 pass
         gc.collect()
         baseline = _rss_bytes()
         gate, all_in = asyncio.Event(), asyncio.Event()
-        entered = 0
+        settled = 0
+
+        def one_settled() -> None:
+            nonlocal settled
+            settled += 1
+            if settled == n:
+                all_in.set()
 
         async def hold() -> None:
-            nonlocal entered
-            async with _open_run(client):
-                entered += 1
-                if entered == n:
-                    all_in.set()
-                await gate.wait()
+            try:
+                async with _open_run(client, **_BUDGETS):
+                    one_settled()
+                    await gate.wait()
+            except BaseException:
+                if not gate.is_set():  # failed to enter: count it, or the wait never ends
+                    one_settled()
+                raise
 
         t0 = time.perf_counter()
         tasks = [asyncio.create_task(hold()) for _ in range(n)]
@@ -97,8 +115,11 @@ async def scale_open(url: str, token: str, n: int) -> dict[str, Any]:
         open_rss = _rss_bytes()
         t1 = time.perf_counter()
         gate.set()
-        await asyncio.gather(*tasks)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         t_exit = time.perf_counter() - t1
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    if failures:
+        return {"error": f"{len(failures)} of {n} runs failed: {failures[0]!r}"}
     return {
         "n": n,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -110,10 +131,10 @@ async def scale_open(url: str, token: str, n: int) -> dict[str, Any]:
 
 async def scale_throughput(url: str, token: str, n: int, concurrency: int) -> dict[str, Any]:
     """Complete runs (register, start, finish around an empty block) per second."""
-    async with aioprefactor.Client(api_url=url, api_token=token) as client:
+    async with aioprefactor.Client(api_url=url, api_token=token, **_SCALE_CLIENT) as client:
 
         async def op() -> None:
-            async with _open_run(client):
+            async with _open_run(client, **_BUDGETS):
                 pass
 
         result = await measure(op, n, concurrency)
