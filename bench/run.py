@@ -11,6 +11,7 @@ printed and written, with the date, Python and machine, to ``bench/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -260,6 +261,17 @@ def scale(p: Params) -> list[Row]:
     return rows
 
 
+def checkout() -> str:
+    """The commit of the checkout measured, marked dirty when it has uncommitted changes."""
+    described = subprocess.run(
+        ["git", "-C", str(BENCH.parent), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return described.stdout.strip() or "unknown"
+
+
 def render(rows: list[Row]) -> str:
     head = ("figure", "aioprefactor", "official", "floor", "ours/official", "ours/floor", "target")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -315,6 +327,7 @@ def main() -> None:
     command = "python bench/run.py" + (" --quick" if args.quick else "")
     text = (
         f"# Benchmark results\n\n`{command}` — {info['date']}\n\n"
+        f"- aioprefactor: commit {checkout()}\n"
         f"- Python: {info['python']}\n- Machine: {info['machine']}\n\n{table}\n\n{notes}"
     )
     print(text)
@@ -331,6 +344,8 @@ How it was measured:
   prefactor-core 0.5.3 for the whole run, installed in `bench/.venv-official`.
 - The floor is bare aiohttp + msgspec: one session, the same three POSTs with the same JSON
   bodies and headers as ours, the response decoded into a msgspec mirror of the instance.
+- "of which user CPU": the kernel's split of the same CPU time into user and system, which
+  it samples at each clock tick; indicative only.
 - Lifecycle: register + start + finish per operation ({lc} operations per round); every
   side sends an idempotency key with each call (ours generates its own).
 - Whole run: enter, 10 spans, exit, one run after another ({run_n} per round); CPU per run

@@ -51,10 +51,19 @@ async def lifecycle(url: str, token: str, n: int, concurrency: int) -> dict[str,
 # Strict, so a run that is not recorded fails the figure instead of passing unseen; with
 # budgets wide enough that thousands of runs queued behind one connection pool still enter.
 _BUDGETS = {"enter_timeout": 600.0, "finish_timeout": 600.0}
+
+
 # aiohttp's connect timeout (ClientTimeout.connect) counts the wait for a pooled
 # connection: with thousands of runs queued on 100 connections, the default 5 s expires
 # before the request is sent.
-_SCALE_CLIENT = {"connect_timeout": 300.0, "request_timeout": 300.0, "total_timeout": 900.0}
+def _scale_client(url: str, token: str) -> aioprefactor.Client:
+    return aioprefactor.Client(
+        api_url=url,
+        api_token=token,
+        connect_timeout=300.0,
+        request_timeout=300.0,
+        total_timeout=900.0,
+    )
 
 
 def _open_run(client: Any, **budgets: float) -> Any:
@@ -82,7 +91,7 @@ async def run(url: str, token: str, n: int) -> dict[str, Any]:
 
 async def scale_open(url: str, token: str, n: int) -> dict[str, Any]:
     """N runs entered at once and held open, then all exited."""
-    async with aioprefactor.Client(api_url=url, api_token=token, **_SCALE_CLIENT) as client:
+    async with _scale_client(url, token) as client:
         for _ in range(20):
             async with _open_run(client):
                 pass
@@ -131,7 +140,7 @@ async def scale_open(url: str, token: str, n: int) -> dict[str, Any]:
 
 async def scale_throughput(url: str, token: str, n: int, concurrency: int) -> dict[str, Any]:
     """Complete runs (register, start, finish around an empty block) per second."""
-    async with aioprefactor.Client(api_url=url, api_token=token, **_SCALE_CLIENT) as client:
+    async with _scale_client(url, token) as client:
 
         async def op() -> None:
             async with _open_run(client, **_BUDGETS):
