@@ -28,6 +28,15 @@ from _soak_plan import INSTANCE_STATUS, LAST_SPAN_STATUS, PROPAGATES, SPANS, ext
 
 KINDS = ("503", "429", "latency", "drop", "non_json")
 OPEN = {"pending", "active"}
+# What asyncio and aiohttp print for a leaked task, session or socket.
+LEAK_SIGNS = (
+    "Task exception was never retrieved",
+    "Task was destroyed but it is pending",
+    "Unclosed client session",
+    "Unclosed connector",
+    "unclosed <socket",
+    "unclosed transport",
+)
 
 
 def _control(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -55,7 +64,9 @@ def soak_side(side: str, runs: int, seed: int, rate: float, concurrency: int) ->
         _control(lines["control"], "/chaos", {"rate": rate, "seed": seed, "kinds": list(KINDS)})
         python = sys.executable if side == "ours" else str(official_python())
         script = "soak_ours.py" if side == "ours" else "soak_official.py"
-        argv = [python, str(BENCH / script), "--url", lines["api"], "--token", lines["token"]]
+        # Resource warnings shown, so an unclosed session or socket shows up in stderr.
+        argv = [python, "-W", "always::ResourceWarning", str(BENCH / script)]
+        argv += ["--url", lines["api"], "--token", lines["token"]]
         argv += ["--runs", str(runs), "--seed", str(seed), "--concurrency", str(concurrency)]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=BENCH)
         _control(lines["control"], "/clear", {})
@@ -66,7 +77,12 @@ def soak_side(side: str, runs: int, seed: int, rate: float, concurrency: int) ->
     if proc.returncode != 0 or not proc.stdout.strip():
         tail = "\n  ".join(proc.stderr.strip().splitlines()[-15:])
         raise RuntimeError(f"the {side} soak worker failed ({proc.returncode}):\n  {tail}")
-    return {"worker": json.loads(proc.stdout.strip().splitlines()[-1]), "state": state}
+    leaks = sum(proc.stderr.count(sign) for sign in LEAK_SIGNS)
+    return {
+        "worker": json.loads(proc.stdout.strip().splitlines()[-1]),
+        "state": state,
+        "leaks": leaks,
+    }
 
 
 def _wait_for_lines(proc: subprocess.Popen[bytes], log_path: Any) -> dict[str, str]:
@@ -120,6 +136,8 @@ def judge(result: dict[str, Any]) -> dict[str, Any]:
                 counts["open spans"] += 1
             elif span["status"] != want:
                 counts["spans with wrong status"] += 1
+                wrong_as[f"{ending}: span {want} -> {span['status']}"] += 1
+    counts["leak warnings"] = result["leaks"]
     return {
         "runs": len(records),
         "counts": counts,
@@ -139,6 +157,7 @@ ROWS = (
     "spans with wrong status",
     "spans missing or extra",
     "run saw another exception",
+    "leak warnings",
 )
 
 
