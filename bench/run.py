@@ -296,6 +296,7 @@ def main() -> None:
     p = QUICK if args.quick else FULL
     only = set(args.only or FIGURES)
     started = time.perf_counter()
+    measured = checkout()  # before the long run, while the tree is what is being measured
 
     official = official_python()
     rows: list[Row] = []
@@ -327,7 +328,7 @@ def main() -> None:
     command = "python bench/run.py" + (" --quick" if args.quick else "")
     text = (
         f"# Benchmark results\n\n`{command}` — {info['date']}\n\n"
-        f"- aioprefactor: commit {checkout()}\n"
+        f"- aioprefactor: commit {measured}\n"
         f"- Python: {info['python']}\n- Machine: {info['machine']}\n\n{table}\n\n{notes}"
     )
     print(text)
