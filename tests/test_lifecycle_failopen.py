@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 VERSION: dict[str, Any] = {"name": "Fail-open agent", "external_identifier": "1.0.0"}
 ENTER = 0.3  # the enter budget of these tests, in seconds
+DOWN = 10_000  # failures in a row: the API stays down past every call's deadline
 # Generous slack for a loaded machine: the bound checked is the budget, not speed.
 SLACK = 3.0
 
@@ -40,7 +41,13 @@ async def make_client() -> AsyncIterator[Callable[..., Client]]:
     made: list[Client] = []
 
     def make(url: str, token: str, **options: Any) -> Client:
-        settings: dict[str, Any] = {"max_retries": 1, "backoff_initial": 0.01, "backoff_max": 0.02}
+        # Runs retry until the call's deadline: keep it short, so "down" means down.
+        settings: dict[str, Any] = {
+            "max_retries": 1,
+            "backoff_initial": 0.01,
+            "backoff_max": 0.02,
+            "total_timeout": 0.5,
+        }
         client = Client(api_url=url, api_token=token, **{**settings, **options})
         made.append(client)
         return client
@@ -121,9 +128,9 @@ async def test_500_api_fails_open(
 ) -> None:
     """The block runs: one warning, telemetry_error set, no span request, nothing left open."""
     if fault == "500":
-        prefactor_api.faults.fail_next(50, 500, route=route)
+        prefactor_api.faults.fail_next(DOWN, 500, route=route)
     else:
-        prefactor_api.faults.non_json(50, route=route)
+        prefactor_api.faults.non_json(DOWN, route=route)
     client = make_client(prefactor_api.url, prefactor_api.token)
     scope = client.agent_instance(agent_id="a", agent_version=VERSION, enter_timeout=ENTER)
     run, seen = await run_block(scope)
@@ -143,7 +150,9 @@ async def test_slow_api_lets_the_block_run_within_the_enter_budget(
 ) -> None:
     """The block starts after the enter budget; the late run is still finished once."""
     prefactor_api.faults.latency(1.0, route="agent_instances.register", n=1)
-    client = make_client(prefactor_api.url, prefactor_api.token, request_timeout=5.0)
+    client = make_client(
+        prefactor_api.url, prefactor_api.token, request_timeout=5.0, total_timeout=5.0
+    )
     loop = asyncio.get_running_loop()
     started = loop.time()
     scope = client.agent_instance(agent_id="a", agent_version=VERSION, enter_timeout=ENTER)
@@ -162,7 +171,7 @@ async def test_run_whose_start_was_refused_is_not_recording(
     prefactor_api: LocalPrefactor, make_client: Callable[..., Client]
 ) -> None:
     """False: run.recording in a run that failed open after its start was refused."""
-    prefactor_api.faults.fail_next(50, 500, route="agent_instances.start")
+    prefactor_api.faults.fail_next(DOWN, 500, route="agent_instances.start")
     client = make_client(prefactor_api.url, prefactor_api.token)
     scope = client.agent_instance(agent_id="a", agent_version=VERSION, enter_timeout=ENTER)
     async with scope as run:
@@ -180,12 +189,12 @@ async def test_strict_raises_on_enter_and_the_block_does_not_run(
     """PrefactorError on enter in strict mode; the block never runs; nothing is left open."""
     url = closed_port_url if where == "unreachable" else prefactor_api.url
     if where == "500":
-        prefactor_api.faults.fail_next(50, 500)
+        prefactor_api.faults.fail_next(DOWN, 500)
     elif where == "500-on-start":
-        prefactor_api.faults.fail_next(50, 500, route="agent_instances.start")
+        prefactor_api.faults.fail_next(DOWN, 500, route="agent_instances.start")
     elif where == "slow":
         prefactor_api.faults.latency(1.0, route="agent_instances.register", n=1)
-    client = make_client(url, prefactor_api.token, request_timeout=5.0)
+    client = make_client(url, prefactor_api.token, request_timeout=5.0, total_timeout=5.0)
     scope = client.agent_instance(
         agent_id="a", agent_version=VERSION, strict=True, enter_timeout=ENTER
     )
@@ -213,7 +222,7 @@ async def test_failed_finish_after_a_clean_block(
     strict: bool,
 ) -> None:
     """PrefactorError in strict mode; fail-open: a warning and telemetry_error, no raise."""
-    prefactor_api.faults.fail_next(50, 500, route="agent_instances.finish")
+    prefactor_api.faults.fail_next(DOWN, 500, route="agent_instances.finish")
     client = make_client(prefactor_api.url, prefactor_api.token)
     scope = client.agent_instance(agent_id="a", agent_version=VERSION, strict=strict)
     runs: list[InstanceRun] = []
@@ -236,7 +245,7 @@ async def test_failed_finish_never_hides_the_block_exception(
     prefactor_api: LocalPrefactor, make_client: Callable[..., Client], strict: bool
 ) -> None:
     """The block's exception, not the finish's error, reaches the caller."""
-    prefactor_api.faults.fail_next(50, 500, route="agent_instances.finish")
+    prefactor_api.faults.fail_next(DOWN, 500, route="agent_instances.finish")
     client = make_client(prefactor_api.url, prefactor_api.token)
     error = ValueError("the block's own")
 
@@ -452,7 +461,7 @@ async def test_span_not_created_fails_open_and_its_children_are_noops(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The span's block runs: one warning, span.telemetry_error, no request for its child."""
-    prefactor_api.faults.fail_next(50, 500, route="agent_spans.create")
+    prefactor_api.faults.fail_next(DOWN, 500, route="agent_spans.create")
     client = make_client(prefactor_api.url, prefactor_api.token)
     ran = []
     scope = client.agent_instance(agent_id="a", agent_version=VERSION)
@@ -474,7 +483,7 @@ async def test_strict_span_not_created_raises_and_its_block_does_not_run(
     prefactor_api: LocalPrefactor, make_client: Callable[..., Client]
 ) -> None:
     """PrefactorError from a strict span whose create fails; the run then finishes failed."""
-    prefactor_api.faults.fail_next(50, 500, route="agent_spans.create")
+    prefactor_api.faults.fail_next(DOWN, 500, route="agent_spans.create")
     client = make_client(prefactor_api.url, prefactor_api.token)
     runs: list[InstanceRun] = []
     ran = False

@@ -56,7 +56,8 @@ class Client:
         request_timeout: Seconds for one attempt.
         total_timeout: Seconds for a call, retries and waits included.
         max_retries: Retries after the first attempt, for connection errors, timeouts
-            and the statuses in ``retry_statuses``.
+            and the statuses in ``retry_statuses``. What ``agent_instance`` and ``span``
+            send in the background is retried until ``total_timeout`` instead.
         backoff_initial: First backoff delay in seconds; it doubles, with jitter.
         backoff_max: Largest backoff delay.
         retry_after_cap: Largest wait a ``Retry-After`` header may ask for.
@@ -113,6 +114,10 @@ class Client:
         """Create and finish spans."""
         self.bulk: Final = BulkClient(self._transport)
         """Run several actions in one request."""
+        # What runs and spans send goes on in the background, where a record matters more
+        # than latency: it retries until the total deadline, not max_retries times.
+        self._lifecycle_instances: Final = AgentInstanceClient(self._transport, persistent=True)
+        self._lifecycle_spans: Final = AgentSpanClient(self._transport, persistent=True)
 
     def __repr__(self) -> str:
         return f"<Client {self._settings.api_url} {self._state.value}>"

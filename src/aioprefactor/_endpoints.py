@@ -59,10 +59,11 @@ class AgentInstanceClient:
     Reached as ``client.agent_instances``; never built directly.
     """
 
-    __slots__ = ("_transport",)
+    __slots__ = ("_persistent", "_transport")
 
-    def __init__(self, transport: Callable[[], Transport]) -> None:
+    def __init__(self, transport: Callable[[], Transport], *, persistent: bool = False) -> None:
         self._transport = transport
+        self._persistent = persistent
 
     async def register(
         self,
@@ -117,7 +118,12 @@ class AgentInstanceClient:
             )
         )
         envelope = await self._transport().call(
-            "POST", _INSTANCE + "register", body, INSTANCE_DECODER, "agent_instances.register"
+            "POST",
+            _INSTANCE + "register",
+            body,
+            INSTANCE_DECODER,
+            "agent_instances.register",
+            persistent=self._persistent,
         )
         return envelope.details
 
@@ -142,7 +148,12 @@ class AgentInstanceClient:
             )
         )
         envelope = await self._transport().call(
-            "POST", path, body, INSTANCE_DECODER, "agent_instances.start"
+            "POST",
+            path,
+            body,
+            INSTANCE_DECODER,
+            "agent_instances.start",
+            persistent=self._persistent,
         )
         return envelope.details
 
@@ -178,7 +189,12 @@ class AgentInstanceClient:
             )
         )
         envelope = await self._transport().call(
-            "POST", path, body, INSTANCE_DECODER, "agent_instances.finish"
+            "POST",
+            path,
+            body,
+            INSTANCE_DECODER,
+            "agent_instances.finish",
+            persistent=self._persistent,
         )
         return envelope.details
 
@@ -191,7 +207,7 @@ class AgentInstanceClient:
         """
         path = _INSTANCE + path_segment(agent_instance_id, "agent_instance_id")
         envelope = await self._transport().call(
-            "GET", path, None, INSTANCE_DECODER, "agent_instances.get"
+            "GET", path, None, INSTANCE_DECODER, "agent_instances.get", persistent=self._persistent
         )
         return envelope.details
 
@@ -218,7 +234,12 @@ class AgentInstanceClient:
             )
         )
         envelope = await self._transport().call(
-            "POST", path, body, INSTANCE_DECODER, "agent_instances.record_quality"
+            "POST",
+            path,
+            body,
+            INSTANCE_DECODER,
+            "agent_instances.record_quality",
+            persistent=self._persistent,
         )
         return envelope.details
 
@@ -236,10 +257,11 @@ class AgentSpanClient:
     the server's control signal in ``control`` when the response had one.
     """
 
-    __slots__ = ("_transport",)
+    __slots__ = ("_persistent", "_transport")
 
-    def __init__(self, transport: Callable[[], Transport]) -> None:
+    def __init__(self, transport: Callable[[], Transport], *, persistent: bool = False) -> None:
         self._transport = transport
+        self._persistent = persistent
 
     async def create(
         self,
@@ -281,7 +303,7 @@ class AgentSpanClient:
             )
         )
         envelope = await self._transport().call(
-            "POST", _SPANS, body, SPAN_DECODER, "agent_spans.create"
+            "POST", _SPANS, body, SPAN_DECODER, "agent_spans.create", persistent=self._persistent
         )
         return _with_control(envelope.details, envelope.control)
 
@@ -315,7 +337,7 @@ class AgentSpanClient:
             )
         )
         envelope = await self._transport().call(
-            "POST", path, body, SPAN_DECODER, "agent_spans.finish"
+            "POST", path, body, SPAN_DECODER, "agent_spans.finish", persistent=self._persistent
         )
         return _with_control(envelope.details, envelope.control)
 
@@ -348,10 +370,11 @@ def _bulk_item(item: BulkItem | Mapping[str, Any], index: int) -> dict[str, Any]
 class BulkClient:
     """Several actions in one request. Reached as ``client.bulk``."""
 
-    __slots__ = ("_transport",)
+    __slots__ = ("_persistent", "_transport")
 
-    def __init__(self, transport: Callable[[], Transport]) -> None:
+    def __init__(self, transport: Callable[[], Transport], *, persistent: bool = False) -> None:
         self._transport = transport
+        self._persistent = persistent
 
     async def execute(self, items: Sequence[BulkItem | Mapping[str, Any]]) -> BulkResponse:
         """Run the items in order; the API stops at the first that fails.
@@ -374,7 +397,12 @@ class BulkClient:
             repeated = sorted({key for key in keys if keys.count(key) > 1})
             raise ValueError(f"idempotency keys must be unique; repeated: {repeated}")
         envelope = await self._transport().call(
-            "POST", "/api/v1/bulk", encode({"items": wire}), BULK_DECODER, "bulk.execute"
+            "POST",
+            "/api/v1/bulk",
+            encode({"items": wire}),
+            BULK_DECODER,
+            "bulk.execute",
+            persistent=self._persistent,
         )
         return BulkResponse(status=envelope.status, outputs=envelope.outputs)
 

@@ -107,7 +107,7 @@ class InstanceRun(Recording):
 
     async def _send_open(self) -> None:
         scope = self._scope
-        instances = self.client.agent_instances
+        instances = self.client._lifecycle_instances
         if self.id is None:
             instance = await instances.register(
                 scope.agent_id,
@@ -135,7 +135,7 @@ class InstanceRun(Recording):
 
     async def _send_finish(self, status: FinishStatus) -> None:
         assert self.id is not None
-        instances = self.client.agent_instances
+        instances = self.client._lifecycle_instances
         try:
             self.instance = await instances.finish(
                 self.id, status, idempotency_key=self._finish_key

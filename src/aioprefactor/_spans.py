@@ -117,7 +117,7 @@ class SpanRun(Recording):
         assert run is not None
         assert run.id is not None
         parent = self.parent
-        span = await run.client.agent_spans.create(
+        span = await run.client._lifecycle_spans.create(
             run.id,
             self.schema_name,
             "active",
@@ -132,7 +132,7 @@ class SpanRun(Recording):
         run = self.run
         assert run is not None
         assert self.id is not None
-        span = await run.client.agent_spans.finish(
+        span = await run.client._lifecycle_spans.finish(
             self.id, status, self.result, idempotency_key=self._finish_key
         )
         self.span = span

@@ -48,6 +48,9 @@ log: Final = logging.getLogger("aioprefactor")
 
 SDK_HEADER: Final = f"aioprefactor@{__version__}"
 _READ_CHUNK: Final = 64 * 1024
+# A persistent call is bounded by its deadline; this only stops one that a server keeps
+# answering at once (a Retry-After of 0) from hammering it.
+_PERSISTENT_ATTEMPTS: Final = 100
 # Unreserved characters only, not starting with a dot: such an id is its own encoding.
 _PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
 
@@ -206,8 +209,13 @@ class Transport:
         body: bytes | None,
         decoder: msgspec.json.Decoder[T],
         operation: str,
+        *,
+        persistent: bool = False,
     ) -> T:
         """Send a request, retrying what is safe to retry, and decode the success body.
+
+        Retryable failures are retried ``max_retries`` times, or, when ``persistent``,
+        for as long as the call's total deadline allows.
 
         Raises:
             ValueError: The body is over ``max_request_bytes``; nothing was sent.
@@ -278,7 +286,7 @@ class Transport:
                 )
             if not self._retryable(error):
                 raise error
-            if attempt > settings.max_retries:
+            if attempt > (_PERSISTENT_ATTEMPTS if persistent else settings.max_retries):
                 raise PrefactorRetryExhaustedError(
                     f"{operation} failed", last_error=error, attempts=attempt
                 )
@@ -358,5 +366,6 @@ class Transport:
         if retry_after is not None:
             # The server's word wins over the backoff's maximum; only its own cap bounds it.
             return min(retry_after, settings.retry_after_cap)
-        ceiling = min(settings.backoff_max, settings.backoff_initial * 2.0 ** (attempt - 1))
+        # The exponent stops growing long after the ceiling is reached: no float overflow.
+        ceiling = min(settings.backoff_max, settings.backoff_initial * 2.0 ** min(attempt - 1, 64))
         return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311 - jitter, not crypto
