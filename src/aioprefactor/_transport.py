@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import msgspec
 import yarl
 
 from aioprefactor._codec import decode, decode_error, scrub, snippet
@@ -38,8 +39,6 @@ from aioprefactor._errors import (
 from aioprefactor._version import __version__
 
 if TYPE_CHECKING:
-    import msgspec
-
     from aioprefactor._config import Settings
 
 T = TypeVar("T")
@@ -250,9 +249,18 @@ class Transport:
                 )
                 error: PrefactorError
                 if status < 300:
-                    result = decode(
-                        decoder, payload, operation=operation, status=status, secret=self._secret
-                    )
+                    # The decoder itself on the hot path; decode() again only to explain
+                    # a failure as a contract error.
+                    try:
+                        result = decoder.decode(payload)
+                    except (msgspec.DecodeError, UnicodeDecodeError):
+                        result = decode(
+                            decoder,
+                            payload,
+                            operation=operation,
+                            status=status,
+                            secret=self._secret,
+                        )
                     if log.isEnabledFor(logging.DEBUG):
                         log.debug(
                             "%s %s -> %d (attempt %d, %.1f ms)",
