@@ -52,8 +52,9 @@ class Client:
         api_token: The bearer token; ``PREFACTOR_API_TOKEN`` when omitted. It never
             appears in a ``repr``, a log line or an error message.
         allow_insecure_http: Allow ``http://`` to hosts that are not loopback.
-        connect_timeout: Seconds to establish a connection.
-        request_timeout: Seconds for one attempt.
+        connect_timeout: Seconds to establish a connection (not counting a wait for a
+            free pooled connection, which only ``total_timeout`` bounds).
+        request_timeout: Seconds an attempt waits for the API's answer once sent.
         total_timeout: Seconds for a call, retries and waits included.
         max_retries: Retries after the first attempt, for connection errors, timeouts
             and the statuses in ``retry_statuses``. What ``agent_instance`` and ``span``

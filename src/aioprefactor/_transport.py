@@ -156,7 +156,9 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeout = aiohttp.ClientTimeout(
-            total=settings.request_timeout, connect=settings.connect_timeout
+            total=settings.total_timeout,
+            sock_connect=settings.connect_timeout,
+            sock_read=settings.request_timeout,
         )
 
     @property
@@ -236,12 +238,14 @@ class Transport:
         attempt = 0
         while True:
             attempt += 1
-            remaining = deadline - loop.time()
-            timeout = self._timeout
-            if remaining < settings.request_timeout:
-                timeout = aiohttp.ClientTimeout(
-                    total=max(remaining, 0.001), connect=settings.connect_timeout
-                )
+            # Not aiohttp's "connect", which also counts the wait for a pooled connection:
+            # under load a request may queue for the pool well past connect_timeout. The
+            # queue is bounded by the call's deadline; once sent, by request_timeout.
+            timeout = aiohttp.ClientTimeout(
+                total=max(deadline - loop.time(), 0.001),
+                sock_connect=settings.connect_timeout,
+                sock_read=settings.request_timeout,
+            )
             retry_after: float | None = None
             try:
                 status, payload, retry_after = await self._send(
