@@ -27,8 +27,6 @@ if TYPE_CHECKING:
         SpanTypeSchema,
     )
 
-_DEFAULT_FLUSH_TIMEOUT: Final = 10.0
-
 
 class ClientState(enum.Enum):
     """Where a Client is in its life."""
@@ -209,18 +207,39 @@ class Client:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def flush(self, timeout: float = _DEFAULT_FLUSH_TIMEOUT) -> None:
-        """Wait, at most ``timeout`` seconds, for finishes still being sent in the background."""
-        pending = [task for task in self._background if not task.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait for what runs and spans are still sending in the background.
 
-    async def aclose(self) -> None:
-        """Send what is still in flight, then close the session. Safe to call twice."""
+        Each of those requests is bounded by the client's ``total_timeout``, so the
+        wait ends even when the API is down.
+
+        Args:
+            timeout: Seconds to wait at most; ``None`` waits until all is sent.
+
+        Returns:
+            Whether everything was sent (``False``: the timeout came first).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while pending := [task for task in self._background if not task.done()]:
+            # Loop: a finish that waited for its run's start is spawned meanwhile.
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            await asyncio.wait(pending, timeout=remaining)
+        return True
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Send what is still in flight, then close the session. Safe to call twice.
+
+        Args:
+            timeout: Seconds to wait for background sends at most; ``None`` waits until
+                all is sent (each request is bounded by ``total_timeout``).
+        """
         if self._state is ClientState.CLOSED:
             return
         try:
-            await self.flush()
+            await self.flush(timeout)
         finally:
             self._state = ClientState.CLOSED
             await self._transport_obj.close()

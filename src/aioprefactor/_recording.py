@@ -96,7 +96,7 @@ class Recording:
         self._open_task: asyncio.Task[None] | None = None
         self._finish_task: asyncio.Task[None] | None = None
         self._open_error: PrefactorError | None = None
-        self._finish_error: PrefactorError | None = None
+        self._finish_error: PrefactorError | RuntimeError | None = None
         self._finish_key = new_key()
 
     @property
@@ -222,7 +222,8 @@ class Recording:
         try:
             if not self._skip_finish():
                 await steadfast(lambda: self._send_finish(status))
-        except PrefactorError as exc:
+        except (PrefactorError, RuntimeError) as exc:
+            # RuntimeError: the client was closed before this finish could be sent.
             self._finish_error = exc
             if self.telemetry_error is None:
                 self.telemetry_error = exc
