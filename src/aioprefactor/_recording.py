@@ -139,22 +139,23 @@ class Recording:
         self._state = RecordingState.ENTERING
         task = self._open_task = self._spawn(self._run_open())
         try:
-            async with asyncio.timeout(budget):
-                await asyncio.shield(task)
+            # asyncio.wait never cancels the task it waits for: the open is shielded.
+            await asyncio.wait((task,), timeout=budget)
         except asyncio.CancelledError:
             # The block will not run; whatever got created is finished as cancelled.
             self._state = RecordingState.FINISHING
             self.status = "cancelled"
             finish = self._finish_task = self._spawn(self._run_finish("cancelled"))
-            await asyncio.wait({finish}, timeout=finish_budget)
+            await asyncio.wait((finish,), timeout=finish_budget)
             raise
-        except TimeoutError:
+        if not task.done():
             self._open_failed(
                 PrefactorTimeoutError(
                     f"{self._kind} was not recorded within its budget of {budget:g} s"
                 )
             )
             return
+        task.result()  # what _run_open did not record as a telemetry error: a local mistake
         if self._open_error is not None:
             self._open_failed(self._open_error)
         else:
