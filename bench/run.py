@@ -349,15 +349,15 @@ How it was measured:
   it samples at each clock tick; indicative only.
 - Lifecycle: register + start + finish per operation ({lc} operations per round); every
   side sends an idempotency key with each call (ours generates its own).
-- Whole run: enter, 10 spans, exit, one run after another ({run_n} per round); CPU per run
-  includes closing the client (prefactor-core drains its queue there).
+- Whole run: enter, 10 spans, exit, one run after another ({run_n} per round), in the
+  default (fail-open) mode of each; CPU per run includes closing the client (prefactor-core
+  drains its queue there). Ours fails the bench if a run was not recorded.
 - Decode: one instance response decoded for {decode_s} s of CPU per side and round;
   ours: {decode_label};
   theirs: `ApiResponse[AgentInstance](**json.loads(body))`, as prefactor-http does.
 - Scale: ours only, one round; all runs in one client (100 pooled connections) with
-  `connect_timeout=300, request_timeout=300, total_timeout=900` and run budgets of 600 s:
-  with the defaults (connect 5 s, which aiohttp counts from the wait for a pooled
-  connection), runs queued behind thousands of others time out before being sent.
+  `connect_timeout=300, request_timeout=300, total_timeout=900` and run budgets of 600 s,
+  so that no run queued behind thousands of others runs out of time before being sent.
 - Total bench time: {elapsed:.0f} s.
 """
 
