@@ -138,7 +138,7 @@ class InstanceRun(Recording):
         instances = self.client._lifecycle_instances
         try:
             self.instance = await instances.finish(
-                self.id, status, idempotency_key=self._finish_key
+                self.id, status, self._ended_at, idempotency_key=self._finish_key
             )
         except PrefactorConflictError as conflict:
             # Already terminal. If the server terminated it, that is the truth to keep.

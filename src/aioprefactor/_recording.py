@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from aioprefactor._checks import new_key
@@ -98,6 +99,8 @@ class Recording:
         self._open_error: PrefactorError | None = None
         self._finish_error: PrefactorError | RuntimeError | None = None
         self._finish_key = new_key()
+        # When the block ended, sent with the finish: it may go out a while later.
+        self._ended_at: datetime | None = None
 
     @property
     def state(self) -> RecordingState:
@@ -193,6 +196,7 @@ class Recording:
         """
         if self._state is not RecordingState.ACTIVE:
             raise RuntimeError(f"this {self._kind} is {self._state.value}, not active")
+        self._ended_at = datetime.now(UTC)
         status = self._explicit or status_for(exc)
         self.status = status
         opening = self._open_task
@@ -216,6 +220,8 @@ class Recording:
             raise self._finish_error
 
     async def _run_finish(self, status: FinishStatus) -> None:
+        if self._ended_at is None:
+            self._ended_at = datetime.now(UTC)
         opening = self._open_task
         if opening is not None and not opening.done():
             await steadfast(lambda: asyncio.wait({opening}))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, final
 
 from aioprefactor import _checks, _context
@@ -12,13 +14,18 @@ from aioprefactor._lifecycle import DEFAULT_ENTER_TIMEOUT, DEFAULT_FINISH_TIMEOU
 from aioprefactor._recording import Recording
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Awaitable, Mapping
     from contextvars import Token
 
     from aioprefactor._models import AgentSpan, FinishStatus
 
 log: Final = logging.getLogger("aioprefactor")
+
+
+def _pending(task: asyncio.Task[None] | None) -> bool:
+    return task is not None and not task.done()
+
+
 _warned_outside = False
 
 
@@ -57,6 +64,7 @@ class SpanRun(Recording):
         self.span: AgentSpan | None = None
         self.result: dict[str, Any] | None = None
         self._create_key = _checks.new_key()
+        self._started_at: datetime | None = None
         self._token: Token[SpanRun | None] | None = None
 
     def __repr__(self) -> str:
@@ -115,14 +123,23 @@ class SpanRun(Recording):
     async def _send_open(self) -> None:
         run = self.run
         assert run is not None
-        assert run.id is not None
         parent = self.parent
+        # A span opened while its run (or its parent) was still being recorded late is
+        # created here, in the background, once the id it hangs from is known.
+        for earlier in (run, parent):
+            opening = earlier._open_task if earlier is not None else None
+            if opening is not None and not opening.done():
+                await asyncio.wait((opening,))
+        if not run.recording or (parent is not None and parent.id is None):
+            return  # nothing to hang from: the span is not recorded
+        assert run.id is not None
         span = await run.client._lifecycle_spans.create(
             run.id,
             self.schema_name,
             "active",
             self.payload,
             parent_span_id=parent.id if parent is not None else None,
+            started_at=self._started_at,
             idempotency_key=self._create_key,
         )
         self.id, self.span = span.id, span
@@ -133,7 +150,7 @@ class SpanRun(Recording):
         assert run is not None
         assert self.id is not None
         span = await run.client._lifecycle_spans.finish(
-            self.id, status, self.result, idempotency_key=self._finish_key
+            self.id, status, self.result, self._ended_at, idempotency_key=self._finish_key
         )
         self.span = span
         run._control(span.control)
@@ -184,6 +201,15 @@ class SpanScope(Decorator[SpanRun]):
                     self.schema_name,
                 )
             handle._state = handle._state.ACTIVE
+            return handle
+        if (run.id is None and _pending(run._open_task)) or (
+            parent is not None and parent.id is None and _pending(parent._open_task)
+        ):
+            # The run (or the parent) is late, not lost: the block goes on at once and the
+            # span is created in the background, with the time it really started.
+            handle._started_at = datetime.now(UTC)
+            handle._state = handle._state.ACTIVE
+            handle._open_task = handle._spawn(handle._run_open())
             return handle
         if not run.recording or (parent is not None and parent.id is None):
             # The run (or the parent span) is not recorded: the span is a no-op.
