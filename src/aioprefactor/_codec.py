@@ -190,6 +190,15 @@ def _explain(value: object, where: str, depth: int) -> None:
     )
 
 
+def copy_json(value: Any) -> Any:
+    """Copy the containers of a checked JSON value, so later changes to it do not leak in."""
+    if type(value) is dict:
+        return {key: copy_json(item) for key, item in value.items()}
+    if type(value) is list or type(value) is tuple:
+        return [copy_json(item) for item in value]
+    return value
+
+
 def to_struct(value: object, model: type[T], where: str) -> T:
     """Accept a Struct of ``model`` or a plain mapping, and return the Struct.
 

@@ -21,7 +21,7 @@ from aioprefactor._models import (
     InstancePurpose,
     SpanTypeSchema,
 )
-from aioprefactor._recording import Recording
+from aioprefactor._recording import Recording, RecordingState
 from aioprefactor._schema import declared_span_types, schema_version_for, with_runtime_environment
 
 if TYPE_CHECKING:
@@ -42,7 +42,8 @@ class InstanceRun(Recording):
     Attributes:
         id: The instance id the server gave, or ``None`` if it was not recorded.
         instance: The last :class:`AgentInstance` the server returned.
-        status: The status the run finished with; ``None`` until it finishes.
+        status: The status decided when the block ended (sent with the finish);
+            ``None`` until then. Whether the finish landed: ``telemetry_error``.
         telemetry_error: The error that kept the run from being recorded, or ``None``.
         terminated: Whether the server terminated the instance.
         termination_reason: The server's reason, when it terminated the instance.
@@ -94,8 +95,23 @@ class InstanceRun(Recording):
 
     @property
     def recording(self) -> bool:
-        """Whether spans inside are being sent: registered, started, and not terminated."""
-        return self.id is not None and self.telemetry_error is None and not self.terminated
+        """Whether spans inside are being sent: registered, started, not ended or terminated."""
+        return (
+            self._state is RecordingState.ACTIVE
+            and self.id is not None
+            and self.telemetry_error is None
+            and not self.terminated
+        )
+
+    def _started(self) -> bool:
+        """Whether the instance was registered and started (however late), and not terminated."""
+        opening = self._open_task
+        return (
+            self.id is not None
+            and (opening is None or opening.done())
+            and self._open_error is None
+            and not self.terminated
+        )
 
     def _control(self, control: ControlSignal | None) -> None:
         if control is not None and control.terminate and not self.terminated:

@@ -96,8 +96,8 @@ class Recording:
         self._explicit: FinishStatus | None = None
         self._open_task: asyncio.Task[None] | None = None
         self._finish_task: asyncio.Task[None] | None = None
-        self._open_error: PrefactorError | None = None
-        self._finish_error: PrefactorError | RuntimeError | None = None
+        self._open_error: Exception | None = None
+        self._finish_error: Exception | None = None
         self._finish_key = new_key()
         # When the block ended, sent with the finish: it may go out a while later.
         self._ended_at: datetime | None = None
@@ -158,9 +158,11 @@ class Recording:
                 )
             )
             return
-        task.result()  # what _run_open did not record as a telemetry error: a local mistake
-        if self._open_error is not None:
-            self._open_failed(self._open_error)
+        error = self._open_error
+        if error is not None and not isinstance(error, PrefactorError):
+            raise error  # a local mistake, or a closed client: raised in every mode
+        if error is not None:
+            self._open_failed(error)
         else:
             self._state = RecordingState.ACTIVE
 
@@ -181,8 +183,12 @@ class Recording:
     async def _run_open(self) -> None:
         try:
             await steadfast(self._send_open)
-        except PrefactorError as exc:
+        except Exception as exc:  # noqa: BLE001 - telemetry must never break the run
             self._open_error = exc
+            if self._state is RecordingState.ACTIVE:
+                # Opened in the background (the block already runs): nobody awaits this.
+                self.telemetry_error = exc
+                log.warning("aioprefactor: %s not recorded: %s", self._kind, exc)
         else:
             if isinstance(self.telemetry_error, PrefactorTimeoutError):
                 # It was only late: recorded after all, so nothing kept it from the record.
@@ -229,8 +235,8 @@ class Recording:
         try:
             if not self._skip_finish():
                 await steadfast(lambda: self._send_finish(status))
-        except (PrefactorError, RuntimeError) as exc:
-            # RuntimeError: the client was closed before this finish could be sent.
+        except Exception as exc:  # noqa: BLE001 - telemetry must never break the run
+            # A PrefactorError, or a RuntimeError when the client was closed first.
             self._finish_error = exc
             if self.telemetry_error is None:
                 self.telemetry_error = exc

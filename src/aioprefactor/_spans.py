@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, final
 
 from aioprefactor import _checks, _context
-from aioprefactor._codec import json_object
+from aioprefactor._codec import copy_json, json_object
 from aioprefactor._decorate import Decorator
 from aioprefactor._lifecycle import DEFAULT_ENTER_TIMEOUT, DEFAULT_FINISH_TIMEOUT, InstanceRun
 from aioprefactor._recording import Recording
@@ -41,7 +41,8 @@ class SpanRun(Recording):
         schema_name: The span type.
         payload: What the span was created with.
         result: The result payload the finish will carry.
-        status: The status it finished with; ``None`` until it finishes.
+        status: The status decided when the block ended (sent with the finish);
+            ``None`` until then.
         telemetry_error: The error that kept the span from being recorded, or ``None``.
     """
 
@@ -77,7 +78,7 @@ class SpanRun(Recording):
             TypeError: ``result`` is not a JSON object.
             ValueError: It holds NaN or an infinity.
         """
-        self.result = json_object(result, "result")
+        self.result = copy_json(json_object(result, "result"))
 
     def complete(self, result: Mapping[str, Any] | None = None) -> None:
         """Finish as ``complete`` (with ``result``, if given) at the end of the block.
@@ -104,7 +105,7 @@ class SpanRun(Recording):
         self._mark("cancelled")
 
     def _mark_with(self, status: FinishStatus, result: Mapping[str, Any] | None) -> None:
-        checked = None if result is None else json_object(result, "result")
+        checked = None if result is None else copy_json(json_object(result, "result"))
         self._mark(status)
         if checked is not None:
             self.result = checked
@@ -130,7 +131,9 @@ class SpanRun(Recording):
             opening = earlier._open_task if earlier is not None else None
             if opening is not None and not opening.done():
                 await asyncio.wait((opening,))
-        if not run.recording or (parent is not None and parent.id is None):
+        # The run may have ended meanwhile (its finish waits for this); what matters is
+        # that it was recorded.
+        if not run._started() or (parent is not None and parent.id is None):
             return  # nothing to hang from: the span is not recorded
         assert run.id is not None
         span = await run.client._lifecycle_spans.create(
@@ -171,7 +174,7 @@ class SpanScope(Decorator[SpanRun]):
         finish_timeout: float,
     ) -> None:
         self.schema_name = _checks.required_str(schema_name, "schema_name")
-        self.payload = {} if payload is None else json_object(payload, "payload")
+        self.payload = {} if payload is None else copy_json(json_object(payload, "payload"))
         if parent is not None and not isinstance(parent, SpanRun):
             raise TypeError(f"parent must be a span handle, not {type(parent).__name__}")
         self.parent = parent
