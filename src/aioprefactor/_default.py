@@ -92,11 +92,18 @@ def reset() -> None:
     _clients.clear()
 
 
-async def _lifetime(client: Client) -> AsyncGenerator[None]:
+async def _lifetime(client: Client, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None]:
     try:
         yield
     finally:
-        await client.aclose()
+        try:
+            await client.aclose()
+        finally:
+            # Both maps hold values that refer back to the loop: drop them, or no loop
+            # that ever used the default client could be collected.
+            if _clients.get(loop) is client:
+                del _clients[loop]
+            _lifetimes.pop(loop, None)
 
 
 def default_client() -> Client:
@@ -113,7 +120,7 @@ def default_client() -> Client:
         _clients[loop] = client
         # The loop finalises unfinished async generators at shutdown; this one closes
         # the client there, after its background finishes are sent.
-        lifetime = _lifetime(client)
+        lifetime = _lifetime(client, loop)
         with contextlib.suppress(StopIteration):
             lifetime.asend(None).send(None)
         _lifetimes.setdefault(loop, []).append(lifetime)
