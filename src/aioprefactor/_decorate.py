@@ -8,13 +8,17 @@ generator's own body runs, not in the consumer between items.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import logging
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Coroutine
     from types import TracebackType
+
+log = logging.getLogger("aioprefactor")
 
 H = TypeVar("H")
 P = ParamSpec("P")
@@ -25,6 +29,10 @@ S = TypeVar("S")
 
 class Decorator(Generic[H]):
     """Gives a scope (with ``_enter``/``_exit`` and activation) its decorator form."""
+
+    def __init__(self) -> None:
+        # Handles entered through ``async with`` and not yet exited, oldest first.
+        self._entered: list[H] = []
 
     async def _enter(self) -> H:
         raise NotImplementedError
@@ -45,6 +53,7 @@ class Decorator(Generic[H]):
     async def __aenter__(self) -> H:
         handle = await self._enter()
         self._activate(handle)
+        self._entered.append(handle)
         return handle
 
     async def __aexit__(
@@ -54,9 +63,17 @@ class Decorator(Generic[H]):
         tb: TracebackType | None,
     ) -> Literal[False]:
         handle = self._current()
-        if handle is None:
-            raise RuntimeError(f"{self!r} exited in another context than it entered")
-        self._deactivate(handle)
+        if handle is None or all(entered is not handle for entered in self._entered):
+            # Exited from another context (an exit stack closed by another task, a
+            # hand-driven __aexit__): the handle is still finished, and the block's
+            # exception still propagates.
+            if not self._entered:
+                raise RuntimeError(f"{self!r} exited without being entered")
+            handle = self._entered[-1]
+            log.warning("aioprefactor: %r exited in another context than it entered", self)
+        self._entered = [entered for entered in self._entered if entered is not handle]
+        with contextlib.suppress(ValueError):  # a token made in another context
+            self._deactivate(handle)
         await self._exit(handle, exc)
         return False
 

@@ -192,6 +192,7 @@ class InstanceScope(Decorator[InstanceRun]):
         enter_timeout: float,
         finish_timeout: float,
     ) -> None:
+        super().__init__()
         if agent_version is None:
             raise TypeError(
                 "agent_version is required, e.g. {'name': ..., 'external_identifier': ...}"

@@ -173,6 +173,7 @@ class SpanScope(Decorator[SpanRun]):
         enter_timeout: float,
         finish_timeout: float,
     ) -> None:
+        super().__init__()
         self.schema_name = _checks.required_str(schema_name, "schema_name")
         self.payload = {} if payload is None else copy_json(json_object(payload, "payload"))
         if parent is not None and not isinstance(parent, SpanRun):
