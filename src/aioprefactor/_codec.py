@@ -82,7 +82,7 @@ def decode(
             reason = f"HTTP {status} with an error body: {error.code}: {error.message}"
             message = scrub(reason, secret)
         else:
-            message = f"unexpected response shape: {exc}"
+            message = scrub(f"unexpected response shape: {exc}", secret)
         raise PrefactorResponseContractError(
             message,
             status_code=status,

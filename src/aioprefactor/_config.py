@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import yarl
+
+from aioprefactor._checks import seconds
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -92,14 +93,6 @@ def parse_api_url(raw: object, *, allow_insecure_http: bool) -> yarl.URL:
     return url.with_path(url.raw_path.rstrip("/"), encoded=True)
 
 
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-    return float(value)
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a Client needs, already checked. Built by :func:`make_settings`."""
@@ -179,13 +172,13 @@ def make_settings(
     return Settings(
         api_url=parse_api_url(url_text, allow_insecure_http=allow_insecure_http),
         api_token=Secret(token),
-        connect_timeout=_positive("connect_timeout", connect_timeout),
-        request_timeout=_positive("request_timeout", request_timeout),
-        total_timeout=_positive("total_timeout", total_timeout),
+        connect_timeout=seconds(connect_timeout, "connect_timeout"),
+        request_timeout=seconds(request_timeout, "request_timeout"),
+        total_timeout=seconds(total_timeout, "total_timeout"),
         max_retries=max_retries,
-        backoff_initial=_positive("backoff_initial", backoff_initial),
-        backoff_max=_positive("backoff_max", backoff_max),
-        retry_after_cap=_positive("retry_after_cap", retry_after_cap),
+        backoff_initial=seconds(backoff_initial, "backoff_initial"),
+        backoff_max=seconds(backoff_max, "backoff_max"),
+        retry_after_cap=seconds(retry_after_cap, "retry_after_cap"),
         retry_statuses=statuses,
         max_response_bytes=max_response_bytes,
         max_request_bytes=max_request_bytes,

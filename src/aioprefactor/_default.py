@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from aioprefactor._client import Client, ClientState
@@ -22,7 +23,7 @@ from aioprefactor._lifecycle import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterable, Mapping
+    from collections.abc import AsyncGenerator, Mapping
 
     from aioprefactor._models import (
         AgentSchemaVersion,
@@ -51,6 +52,9 @@ def configure(
     backoff_max: float = 5.0,
     retry_after_cap: float = 60.0,
     retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
+    max_response_bytes: int = 10 * 1024 * 1024,
+    max_request_bytes: int = 5 * 1024 * 1024,
+    max_connections: int = 100,
 ) -> None:
     """Set how the default client connects; the arguments are :class:`Client`'s.
 
@@ -71,9 +75,14 @@ def configure(
         "backoff_initial": backoff_initial,
         "backoff_max": backoff_max,
         "retry_after_cap": retry_after_cap,
-        "retry_statuses": tuple(retry_statuses),
+        "retry_statuses": retry_statuses,
+        "max_response_bytes": max_response_bytes,
+        "max_request_bytes": max_request_bytes,
+        "max_connections": max_connections,
     }
     # Check everything given now; what is left out comes from the environment at first use.
+    if isinstance(retry_statuses, Iterable):
+        options["retry_statuses"] = tuple(retry_statuses)  # an iterator is read once
     make_settings(
         **{
             **options,

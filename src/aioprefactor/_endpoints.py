@@ -25,6 +25,7 @@ from aioprefactor._models import (
     BulkItem,
     BulkItemType,
     BulkResponse,
+    ControlSignal,
     FinishRequest,
     FinishStatus,
     InstancePurpose,
@@ -244,7 +245,7 @@ class AgentInstanceClient:
         return envelope.details
 
 
-def _with_control(span: AgentSpan, control: object) -> AgentSpan:
+def _with_control(span: AgentSpan, control: ControlSignal | None) -> AgentSpan:
     if control is None:
         return span
     return msgspec.structs.replace(span, control=control)

@@ -113,7 +113,7 @@ def api_error(
             operation=operation,
         )
     message = scrub(error.message, secret) or f"HTTP {status}"
-    code = error.code
+    code = scrub(error.code, secret)
     if status in {400, 422}:
         return PrefactorValidationError(
             message,
@@ -160,11 +160,6 @@ class Transport:
             sock_connect=settings.connect_timeout,
             sock_read=settings.request_timeout,
         )
-
-    @property
-    def is_open(self) -> bool:
-        """Whether a session is open."""
-        return self._session is not None
 
     def url(self, path: str) -> yarl.URL:
         """The URL of an API path whose ids are already percent-encoded."""
