@@ -99,7 +99,7 @@ class AgentInstanceClient:
             PrefactorValidationError: The API rejected the registration.
             PrefactorApiError: Any other error answer.
         """
-        body = encode(
+        return await self._send_register(
             RegisterRequest(
                 agent_version=to_struct(agent_version, AgentVersion, "agent_version"),
                 agent_schema_version=to_struct(
@@ -118,10 +118,17 @@ class AgentInstanceClient:
                 idempotency_key=_checks.key_or_new(idempotency_key),
             )
         )
+
+    async def _send_register(self, request: RegisterRequest) -> AgentInstance:
+        """Send a registration already built and checked (what ``register`` builds).
+
+        Runs register through here with a request checked once per ``agent_instance``
+        scope, not once per run.
+        """
         envelope = await self._transport().call(
             "POST",
             _INSTANCE + "register",
-            body,
+            encode(request),
             INSTANCE_DECODER,
             "agent_instances.register",
             persistent=self._persistent,

@@ -6,6 +6,8 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Any, Final, final
 
+import msgspec
+
 from aioprefactor import _checks, _context
 from aioprefactor._codec import to_struct
 from aioprefactor._config import ENV_AGENT_ID, ENV_ENVIRONMENT_ID
@@ -19,6 +21,7 @@ from aioprefactor._models import (
     ControlSignal,
     FinishStatus,
     InstancePurpose,
+    RegisterRequest,
     SpanTypeSchema,
 )
 from aioprefactor._recording import Recording, RecordingState
@@ -125,17 +128,10 @@ class InstanceRun(Recording):
         scope = self._scope
         instances = self.client._lifecycle_instances
         if self.id is None:
-            instance = await instances.register(
-                scope.agent_id,
-                scope.agent_version,
-                scope.agent_schema_version,
-                scope.id,
-                self._register_key,
-                scope.update_current_version,
-                environment_id=scope.environment_id,
-                purpose=scope.purpose,
-                external_identifier=scope.external_identifier,
+            request = msgspec.structs.replace(
+                scope.registration, idempotency_key=self._register_key
             )
+            instance = await instances._send_register(request)
             self.id, self.instance = instance.id, instance
         self.instance = await instances.start(self.id, idempotency_key=self._start_key)
 
@@ -224,6 +220,17 @@ class InstanceScope(Decorator[InstanceRun]):
         self.id = _checks.optional_str(id, "id")
         self.update_current_version = _checks.boolean(
             update_current_version, "update_current_version"
+        )
+        # Built and checked once: every run of this scope sends it with its own key.
+        self.registration: Final = RegisterRequest(
+            agent_version=self.agent_version,
+            agent_schema_version=self.agent_schema_version,
+            update_current_version=self.update_current_version,
+            agent_id=self.agent_id,
+            environment_id=self.environment_id,
+            id=self.id,
+            external_identifier=self.external_identifier,
+            purpose=self.purpose,
         )
         self.strict = _checks.boolean(strict, "strict")
         self.enter_timeout = _checks.seconds(enter_timeout, "enter_timeout")
