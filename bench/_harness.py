@@ -194,3 +194,36 @@ def machine() -> dict[str, str]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
     }
+
+
+SOAK_BEGIN = "<!-- soak: written by bench/soak.py -->"
+SOAK_END = "<!-- /soak -->"
+
+
+def checkout() -> str:
+    """The commit of the checkout measured, marked dirty when it has uncommitted changes."""
+    described = subprocess.run(
+        ["git", "-C", str(BENCH.parent), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return described.stdout.strip() or "unknown"
+
+
+def soak_section(text: str) -> str:
+    """The soak's section of a RESULTS.md text, markers included, or an empty string."""
+    start, end = text.find(SOAK_BEGIN), text.find(SOAK_END)
+    if start < 0 or end < start:
+        return ""
+    return text[start : end + len(SOAK_END)]
+
+
+def write_soak_section(section: str) -> None:
+    """Put the soak's section into RESULTS.md, replacing the one there."""
+    path = BENCH / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    old = soak_section(text)
+    block = f"{SOAK_BEGIN}\n{section.strip()}\n{SOAK_END}"
+    text = text.replace(old, block) if old else text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)

@@ -11,7 +11,6 @@ printed and written, with the date, Python and machine, to ``bench/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 from _harness import (
     BENCH,
     Result,
+    checkout,
     import_time_us,
     interleave,
     local_api,
@@ -28,6 +28,7 @@ from _harness import (
     median,
     official_python,
     problem,
+    soak_section,
     worker,
 )
 
@@ -261,17 +262,6 @@ def scale(p: Params) -> list[Row]:
     return rows
 
 
-def checkout() -> str:
-    """The commit of the checkout measured, marked dirty when it has uncommitted changes."""
-    described = subprocess.run(
-        ["git", "-C", str(BENCH.parent), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return described.stdout.strip() or "unknown"
-
-
 def render(rows: list[Row]) -> str:
     head = ("figure", "aioprefactor", "official", "floor", "ours/official", "ours/floor", "target")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -333,7 +323,10 @@ def main() -> None:
     )
     print(text)
     if args.only is None:
-        (BENCH / "RESULTS.md").write_text(text)
+        results = BENCH / "RESULTS.md"
+        # The soak's figures come from bench/soak.py: keep them.
+        kept = soak_section(results.read_text()) if results.exists() else ""
+        results.write_text(text + ("\n" + kept + "\n" if kept else ""))
 
 
 NOTES = """\

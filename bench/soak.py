@@ -23,7 +23,7 @@ import urllib.request
 from collections import Counter, defaultdict
 from typing import Any
 
-from _harness import BENCH, WORK, official_python, stop_process
+from _harness import BENCH, WORK, checkout, official_python, stop_process, write_soak_section
 from _soak_plan import INSTANCE_STATUS, LAST_SPAN_STATUS, PROPAGATES, SPANS, external_id
 
 KINDS = ("503", "429", "latency", "drop", "non_json")
@@ -180,6 +180,15 @@ def render(judged: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+SOAK_NOTES = """\
+Each side soaks against its own local API process with the fault plan's chaos on: each
+request, with the probability of `--rate`, gets a 503, a 429 with `Retry-After`, added
+latency, a lost response (effect applied, connection dropped) or a non-JSON body. Runs end
+at random (return, raise, task cancel, `asyncio.timeout`, explicit fail), and the server's
+instances and spans are then compared with what each ending implies. prefactor-core has no
+instance context manager, so its side finishes each run itself, as a careful user would."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=500)
@@ -189,13 +198,25 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone"
+    )
     args = parser.parse_args()
+    measured = checkout()  # before the long run, while the tree is what is being measured
 
     judged = {}
     for side in args.sides:
         print(f"soaking {side}: {args.runs} runs ...", file=sys.stderr, flush=True)
         judged[side] = judge(soak_side(side, args.runs, args.seed, args.rate, args.concurrency))
-    print(render(judged))
+    table = render(judged)
+    print(table)
+    if not args.no_write:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        command = f"python bench/soak.py --runs {args.runs} --rate {args.rate} --seed {args.seed}"
+        write_soak_section(
+            f"## Fault soak\n\n`{command}` — {when}, aioprefactor at commit {measured}\n\n"
+            f"{table}\n\n{SOAK_NOTES}"
+        )
     for side, j in judged.items():
         if j["wrong_as"]:
             print(f"\n{side}: " + ", ".join(f"{k}: {v}" for k, v in j["wrong_as"].most_common()))
