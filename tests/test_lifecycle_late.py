@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import pytest
+
 import aioprefactor
 from aioprefactor import Client
 
@@ -20,18 +22,18 @@ def parse(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp)
 
 
+@pytest.mark.parametrize("late", ["agent_instances.register", "agent_instances.start"])
 async def test_spans_of_a_late_run_are_created_once_it_lands(
-    prefactor_api: LocalPrefactor,
+    prefactor_api: LocalPrefactor, late: str
 ) -> None:
     """Both spans on the server, nested, complete, started when their blocks started."""
-    prefactor_api.faults.latency(0.6, n=1, route="agent_instances.register")
+    prefactor_api.faults.latency(0.6, n=1, route=late)
     async with Client(prefactor_api.url, prefactor_api.token) as client:
         loop = asyncio.get_running_loop()
         began = loop.time()
         scope = client.agent_instance(agent_version=VERSION, enter_timeout=0.1)
         async with scope as run:
-            id_on_enter: str | None = run.id
-            assert id_on_enter is None  # not registered yet: the block runs anyway
+            assert not run.recording  # not started yet: the block runs anyway
             opened = datetime.now(UTC)
             async with (
                 aioprefactor.span("agent:outer") as outer,
@@ -47,9 +49,9 @@ async def test_spans_of_a_late_run_are_created_once_it_lands(
     assert ["complete", "complete"] == [spans[n]["status"] for n in ("agent:outer", "agent:inner")]
     assert outer.id == spans["agent:inner"]["parent_span_id"]
     assert inner.id == spans["agent:inner"]["id"]
-    # started_at is when the block began, before the run was registered.
+    # started_at is when the block began, before the run's start landed.
     assert parse(spans["agent:outer"]["started_at"]) < parse(
-        prefactor_api.instance(run.id)["inserted_at"]
+        prefactor_api.instance(run.id)["started_at"]
     )
     assert abs((parse(spans["agent:outer"]["started_at"]) - opened).total_seconds()) < 0.5
     assert "complete" == prefactor_api.instance(run.id)["status"]

@@ -206,7 +206,7 @@ class SpanScope(Decorator[SpanRun]):
                 )
             handle._state = handle._state.ACTIVE
             return handle
-        if (run.id is None and _pending(run._open_task)) or (
+        if _pending(run._open_task) or (
             parent is not None and parent.id is None and _pending(parent._open_task)
         ):
             # The run (or the parent) is late, not lost: the block goes on at once and the
