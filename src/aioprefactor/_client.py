@@ -12,7 +12,6 @@ from aioprefactor._lifecycle import (
     DEFAULT_ENTER_TIMEOUT,
     DEFAULT_FINISH_TIMEOUT,
     InstanceScope,
-    make_scope,
 )
 from aioprefactor._transport import Transport
 
@@ -186,7 +185,7 @@ class Client:
             TypeError: A missing ``agent_version`` or an argument of the wrong type.
             ValueError: A bad argument.
         """
-        return make_scope(
+        return InstanceScope(
             lambda: self,
             agent_id=agent_id,
             agent_version=agent_version,

@@ -19,7 +19,6 @@ from aioprefactor._lifecycle import (
     DEFAULT_ENTER_TIMEOUT,
     DEFAULT_FINISH_TIMEOUT,
     InstanceScope,
-    make_scope,
 )
 
 if TYPE_CHECKING:
@@ -182,7 +181,7 @@ def agent_instance(
         TypeError: A missing ``agent_version`` or an argument of the wrong type.
         ValueError: A bad argument.
     """
-    return make_scope(
+    return InstanceScope(
         default_client,
         agent_id=agent_id,
         agent_version=agent_version,

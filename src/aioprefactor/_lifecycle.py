@@ -261,37 +261,3 @@ class InstanceScope(Decorator[InstanceRun]):
     def _current(self) -> InstanceRun | None:
         run = _context.RUN.get()
         return run if run is not None and run._scope is self else None
-
-
-def make_scope(
-    client: Callable[[], Client],
-    *,
-    agent_id: str | None = None,
-    agent_version: AgentVersion | Mapping[str, Any],
-    agent_schema_version: AgentSchemaVersion | Mapping[str, Any] | None = None,
-    span_types: Iterable[SpanTypeSchema | Mapping[str, Any]] | None = None,
-    environment_id: str | None = None,
-    purpose: InstancePurpose | None = None,
-    external_identifier: str | None = None,
-    id: str | None = None,  # noqa: A002 - the API's own name for it
-    update_current_version: bool = True,
-    strict: bool = False,
-    enter_timeout: float = DEFAULT_ENTER_TIMEOUT,
-    finish_timeout: float = DEFAULT_FINISH_TIMEOUT,
-) -> InstanceScope:
-    """Build the scope both ``agent_instance`` doors return."""
-    return InstanceScope(
-        client,
-        agent_id=agent_id,
-        agent_version=agent_version,
-        agent_schema_version=agent_schema_version,
-        span_types=span_types,
-        environment_id=environment_id,
-        purpose=purpose,
-        external_identifier=external_identifier,
-        id=id,
-        update_current_version=update_current_version,
-        strict=strict,
-        enter_timeout=enter_timeout,
-        finish_timeout=finish_timeout,
-    )
