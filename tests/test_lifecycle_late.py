@@ -74,3 +74,35 @@ async def test_finishes_carry_the_time_the_block_ended(prefactor_api: LocalPrefa
     for request in finishes:
         assert request.body is not None
         assert parse(request.body["timestamp"]).tzinfo is not None
+
+
+async def test_a_late_run_that_then_fails_is_warned_about_once(
+    prefactor_api: LocalPrefactor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One warning for a run late on enter whose register then fails for good."""
+    prefactor_api.faults.latency(0.3, route="agent_instances.register")
+    prefactor_api.faults.fail_next(10_000, 503, route="agent_instances.register")
+    client = Client(prefactor_api.url, prefactor_api.token, total_timeout=0.6, backoff_initial=0.01)
+    async with client, client.agent_instance(agent_version=VERSION, enter_timeout=0.1) as run:
+        pass
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert 1 == len(warnings)
+    assert run.id is None
+    assert run.telemetry_error is not None
+
+
+async def test_a_deferred_span_that_fails_after_its_block_records_why(
+    prefactor_api: LocalPrefactor,
+) -> None:
+    """span.telemetry_error set when its background create fails after the block ended."""
+    prefactor_api.faults.latency(0.3, n=1, route="agent_instances.start")
+    prefactor_api.faults.fail_next(10_000, 503, route="agent_spans.create")
+    client = Client(prefactor_api.url, prefactor_api.token, total_timeout=0.6, backoff_initial=0.01)
+    async with (
+        client,
+        client.agent_instance(agent_version=VERSION, enter_timeout=0.1),
+        aioprefactor.span("agent:s") as step,
+    ):
+        pass
+    assert step.id is None
+    assert step.telemetry_error is not None

@@ -185,10 +185,13 @@ class Recording:
             await steadfast(self._send_open)
         except Exception as exc:  # noqa: BLE001 - telemetry must never break the run
             self._open_error = exc
-            if self._state is RecordingState.ACTIVE:
-                # Opened in the background (the block already runs): nobody awaits this.
+            if self._state is not RecordingState.ENTERING:
+                # Opened in the background (the block runs, or has ended): nobody awaits
+                # this, so it is recorded here.
+                # A run that was late has been warned about once already.
+                if self.telemetry_error is None:
+                    log.warning("aioprefactor: %s not recorded: %s", self._kind, exc)
                 self.telemetry_error = exc
-                log.warning("aioprefactor: %s not recorded: %s", self._kind, exc)
         else:
             if isinstance(self.telemetry_error, PrefactorTimeoutError):
                 # It was only late: recorded after all, so nothing kept it from the record.
