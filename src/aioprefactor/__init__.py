@@ -4,6 +4,7 @@ Record every run of an agent truthfully, exactly once, without slowing it down.
 """
 
 from aioprefactor._client import Client, ClientState
+from aioprefactor._config import ClientOptions
 from aioprefactor._context import current_instance, current_span
 from aioprefactor._default import agent_instance, configure
 from aioprefactor._errors import (
@@ -52,6 +53,7 @@ __all__ = [
     "BulkOutput",
     "BulkResponse",
     "Client",
+    "ClientOptions",
     "ClientState",
     "ControlSignal",
     "FinishStatus",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import TYPE_CHECKING, Any, Final, Self, final
+from typing import TYPE_CHECKING, Any, Final, Self, Unpack, final
 
-from aioprefactor._config import DEFAULT_RETRY_STATUSES, Settings, make_settings
+from aioprefactor._config import ClientOptions, Settings, make_settings
 from aioprefactor._endpoints import AgentInstanceClient, AgentSpanClient, BulkClient, ping
 from aioprefactor._lifecycle import (
     DEFAULT_ENTER_TIMEOUT,
@@ -43,27 +43,32 @@ class Client:
     A closed client cannot be reopened; a client belongs to the event loop it was
     opened on.
 
+    Every setting after the token is keyword-only (see :class:`ClientOptions`).
+
     Args:
         api_url: The API's base URL; ``PREFACTOR_API_URL`` when omitted. ``https://``,
             or ``http://`` to a loopback host.
         api_token: The bearer token; ``PREFACTOR_API_TOKEN`` when omitted. It never
             appears in a ``repr``, a log line or an error message.
-        allow_insecure_http: Allow ``http://`` to hosts that are not loopback.
-        connect_timeout: Seconds to establish a connection (not counting a wait for a
-            free pooled connection, which only ``total_timeout`` bounds).
-        request_timeout: Seconds an attempt waits for the API's answer once sent.
-        total_timeout: Seconds for a call, retries and waits included.
+        allow_insecure_http: Allow ``http://`` to hosts that are not loopback (default
+            False).
+        connect_timeout: Seconds to establish a connection (default 5; not counting a
+            wait for a free pooled connection, which only ``total_timeout`` bounds).
+        request_timeout: Seconds an attempt waits for the API's answer once sent
+            (default 10).
+        total_timeout: Seconds for a call, retries and waits included (default 30).
         max_retries: Retries after the first attempt, for connection errors, timeouts
-            and the statuses in ``retry_statuses``. What ``agent_instance`` and ``span``
-            send in the background is retried until ``total_timeout`` instead.
-        backoff_initial: First backoff delay in seconds; it doubles, with jitter.
-        backoff_max: Largest backoff delay.
-        retry_after_cap: Largest wait a ``Retry-After`` header may ask for.
+            and the statuses in ``retry_statuses`` (default 3). What ``agent_instance``
+            and ``span`` send in the background is retried until ``total_timeout``.
+        backoff_initial: First backoff delay in seconds (default 0.25); it doubles, with
+            jitter.
+        backoff_max: Largest backoff delay (default 5).
+        retry_after_cap: Largest wait a ``Retry-After`` header may ask for (default 60).
         retry_statuses: Statuses to retry (default 429, 500, 502, 503, 504).
-        max_response_bytes: Responses larger than this are refused.
-        max_request_bytes: Requests larger than this are refused before sending
-            (a ``ValueError``).
-        max_connections: Connections kept open to the API at most.
+        max_response_bytes: Responses larger than this are refused (default 10 MiB).
+        max_request_bytes: Requests larger than this are refused before sending, with
+            a ``ValueError`` (default 5 MiB).
+        max_connections: Connections kept open to the API at most (default 100).
 
     Raises:
         ValueError: A missing or bad URL or token, or a bad limit.
@@ -73,36 +78,9 @@ class Client:
         self,
         api_url: str | None = None,
         api_token: str | None = None,
-        *,
-        allow_insecure_http: bool = False,
-        connect_timeout: float = 5.0,
-        request_timeout: float = 10.0,
-        total_timeout: float = 30.0,
-        max_retries: int = 3,
-        backoff_initial: float = 0.25,
-        backoff_max: float = 5.0,
-        retry_after_cap: float = 60.0,
-        retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
-        max_response_bytes: int = 10 * 1024 * 1024,
-        max_request_bytes: int = 5 * 1024 * 1024,
-        max_connections: int = 100,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        self._settings: Settings = make_settings(
-            api_url=api_url,
-            api_token=api_token,
-            allow_insecure_http=allow_insecure_http,
-            connect_timeout=connect_timeout,
-            request_timeout=request_timeout,
-            total_timeout=total_timeout,
-            max_retries=max_retries,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            retry_after_cap=retry_after_cap,
-            retry_statuses=retry_statuses,
-            max_response_bytes=max_response_bytes,
-            max_request_bytes=max_request_bytes,
-            max_connections=max_connections,
-        )
+        self._settings: Settings = make_settings(api_url=api_url, api_token=api_token, **options)
         self._state = ClientState.UNOPENED
         self._transport_obj = Transport(self._settings)
         self._background: set[asyncio.Task[Any]] = set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypedDict
 
 import yarl
 
@@ -91,6 +91,26 @@ def parse_api_url(raw: object, *, allow_insecure_http: bool) -> yarl.URL:
         )
     # The raw path: decoding it first would turn an encoded "%2F" into a separator.
     return url.with_path(url.raw_path.rstrip("/"), encoded=True)
+
+
+class ClientOptions(TypedDict, total=False):
+    """How a :class:`Client` (or the default client, see ``configure``) connects.
+
+    Every key is optional; see :class:`Client` for what each means and its default.
+    """
+
+    allow_insecure_http: bool
+    connect_timeout: float
+    request_timeout: float
+    total_timeout: float
+    max_retries: int
+    backoff_initial: float
+    backoff_max: float
+    retry_after_cap: float
+    retry_statuses: Iterable[int]
+    max_response_bytes: int
+    max_request_bytes: int
+    max_connections: int
 
 
 @dataclass(frozen=True, slots=True)

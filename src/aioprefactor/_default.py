@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from aioprefactor._client import Client, ClientState
-from aioprefactor._config import DEFAULT_RETRY_STATUSES, make_settings
+from aioprefactor._config import ClientOptions, make_settings
 from aioprefactor._lifecycle import (
     DEFAULT_ENTER_TIMEOUT,
     DEFAULT_FINISH_TIMEOUT,
@@ -41,19 +41,7 @@ _lifetimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[AsyncGener
 def configure(
     api_url: str | None = None,
     api_token: str | None = None,
-    *,
-    allow_insecure_http: bool = False,
-    connect_timeout: float = 5.0,
-    request_timeout: float = 10.0,
-    total_timeout: float = 30.0,
-    max_retries: int = 3,
-    backoff_initial: float = 0.25,
-    backoff_max: float = 5.0,
-    retry_after_cap: float = 60.0,
-    retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
-    max_response_bytes: int = 10 * 1024 * 1024,
-    max_request_bytes: int = 5 * 1024 * 1024,
-    max_connections: int = 100,
+    **options: Unpack[ClientOptions],
 ) -> None:
     """Set how the default client connects; the arguments are :class:`Client`'s.
 
@@ -61,36 +49,20 @@ def configure(
     Runs that start afterwards use the new settings.
 
     Raises:
+        TypeError: An option of the wrong type, or one that does not exist.
         ValueError: A bad URL, token or limit (checked now, not at first use).
     """
-    options: dict[str, Any] = {
-        "api_url": api_url,
-        "api_token": api_token,
-        "allow_insecure_http": allow_insecure_http,
-        "connect_timeout": connect_timeout,
-        "request_timeout": request_timeout,
-        "total_timeout": total_timeout,
-        "max_retries": max_retries,
-        "backoff_initial": backoff_initial,
-        "backoff_max": backoff_max,
-        "retry_after_cap": retry_after_cap,
-        "retry_statuses": retry_statuses,
-        "max_response_bytes": max_response_bytes,
-        "max_request_bytes": max_request_bytes,
-        "max_connections": max_connections,
-    }
+    statuses = options.get("retry_statuses")
+    if isinstance(statuses, Iterable):
+        options["retry_statuses"] = tuple(statuses)  # an iterator is read once
     # Check everything given now; what is left out comes from the environment at first use.
-    if isinstance(retry_statuses, Iterable):
-        options["retry_statuses"] = tuple(retry_statuses)  # an iterator is read once
     make_settings(
-        **{
-            **options,
-            "api_url": "https://placeholder.invalid" if api_url is None else api_url,
-            "api_token": "placeholder" if api_token is None else api_token,
-        }
+        api_url="https://placeholder.invalid" if api_url is None else api_url,
+        api_token="placeholder" if api_token is None else api_token,
+        **options,
     )
     _options.clear()
-    _options.update(options)
+    _options.update(options, api_url=api_url, api_token=api_token)
     _clients.clear()
 
 
