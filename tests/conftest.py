@@ -9,8 +9,21 @@ import aioresponses.core
 import pytest
 from aioresponses import aioresponses as Aioresponses  # noqa: N812 - a class, named as one
 
+from aioprefactor import _default, _schema, _spans
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+
+@pytest.fixture(autouse=True)
+def _fresh_globals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Start and end every test with no default client, no span types, no warning given."""
+    _default.reset()
+    _schema.clear_span_types()
+    monkeypatch.setattr(_spans, "_warned_outside", False)
+    yield
+    _default.reset()
+    _schema.clear_span_types()
 
 
 @pytest.fixture(autouse=True)

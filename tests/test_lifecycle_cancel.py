@@ -5,26 +5,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from aioprefactor import RecordingState, _default, _schema
+from aioprefactor import RecordingState
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from aioprefactor import Client, InstanceRun
     from aioprefactor.testing import LocalPrefactor, RecordedRequest
 
 VERSION: dict[str, Any] = {"name": "Cancel agent", "external_identifier": "1.0.0"}
 SLOW = 0.3  # seconds the fault plan holds a request; the test cancels meanwhile
-
-
-@pytest.fixture(autouse=True)
-def _fresh_globals() -> Iterator[None]:
-    """Start and end every test with no default client and no declared span types."""
-    _default.reset()
-    _schema.clear_span_types()
-    yield
-    _default.reset()
-    _schema.clear_span_types()
 
 
 def requests_to(api: LocalPrefactor, route: str, instance_id: str | None = None) -> list[Any]:

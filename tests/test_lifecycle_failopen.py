@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import aioprefactor
-from aioprefactor import Client, PrefactorError, _default, _schema, _spans
+from aioprefactor import Client, PrefactorError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable
 
     from aioprefactor import InstanceRun
     from aioprefactor.testing import LocalPrefactor
@@ -22,17 +22,6 @@ ENTER = 0.3  # the enter budget of these tests, in seconds
 DOWN = 10_000  # failures in a row: the API stays down past every call's deadline
 # Generous slack for a loaded machine: the bound checked is the budget, not speed.
 SLACK = 3.0
-
-
-@pytest.fixture(autouse=True)
-def _fresh_globals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Start and end every test with no default client, no span types, no warning given."""
-    _default.reset()
-    _schema.clear_span_types()
-    monkeypatch.setattr(_spans, "_warned_outside", False)
-    yield
-    _default.reset()
-    _schema.clear_span_types()
 
 
 @pytest.fixture

@@ -7,25 +7,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import aioprefactor
-from aioprefactor import _default, _schema
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from aioprefactor import Client, InstanceRun, SpanRun
     from aioprefactor.testing import LocalPrefactor
 
 VERSION: dict[str, Any] = {"name": "Status agent", "external_identifier": "1.0.0"}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_globals() -> Iterator[None]:
-    """Start and end every test with no default client and no declared span types."""
-    _default.reset()
-    _schema.clear_span_types()
-    yield
-    _default.reset()
-    _schema.clear_span_types()
 
 
 def finish_bodies(api: LocalPrefactor, instance_id: str | None) -> list[Any]:
