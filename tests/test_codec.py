@@ -17,14 +17,8 @@ from aioprefactor import (
     SpanTypeSchema,
 )
 from aioprefactor._checks import boolean, choice, key_or_new, new_key, timestamp
-from aioprefactor._codec import (
-    INSTANCE_DECODER,
-    check_json,
-    decode,
-    json_object,
-    snippet,
-    to_struct,
-)
+from aioprefactor._codec import INSTANCE_DECODER, decode, snippet
+from aioprefactor._payloads import check_json, json_object, to_struct
 
 
 class Opaque:

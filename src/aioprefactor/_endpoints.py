@@ -14,8 +14,6 @@ from aioprefactor._codec import (
     PING_DECODER,
     SPAN_DECODER,
     encode,
-    json_object,
-    to_struct,
 )
 from aioprefactor._models import (
     AgentInstance,
@@ -37,6 +35,7 @@ from aioprefactor._models import (
     SpanFinishRequest,
     StartRequest,
 )
+from aioprefactor._payloads import json_object, to_struct
 from aioprefactor._transport import path_segment
 
 if TYPE_CHECKING:

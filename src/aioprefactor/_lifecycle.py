@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, Final, final
 import msgspec
 
 from aioprefactor import _checks, _context
-from aioprefactor._codec import to_struct
 from aioprefactor._config import ENV_AGENT_ID, ENV_ENVIRONMENT_ID
 from aioprefactor._decorate import Decorator
 from aioprefactor._endpoints import PURPOSES
@@ -24,6 +23,7 @@ from aioprefactor._models import (
     RegisterRequest,
     SpanTypeSchema,
 )
+from aioprefactor._payloads import to_struct
 from aioprefactor._recording import Recording, RecordingState
 from aioprefactor._schema import declared_span_types, schema_version_for, with_runtime_environment
 

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from aioprefactor._codec import to_struct
 from aioprefactor._models import (
     AgentSchemaVersion,
     AgentVersion,
     RuntimeEnvironment,
     SpanTypeSchema,
 )
+from aioprefactor._payloads import to_struct
 from aioprefactor._version import __version__
 
 if TYPE_CHECKING:

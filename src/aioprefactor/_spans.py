@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, final
 
 from aioprefactor import _checks, _context
-from aioprefactor._codec import copy_json, json_object
 from aioprefactor._decorate import Decorator
 from aioprefactor._lifecycle import DEFAULT_ENTER_TIMEOUT, DEFAULT_FINISH_TIMEOUT, InstanceRun
+from aioprefactor._payloads import copy_json, json_object
 from aioprefactor._recording import Recording
 
 if TYPE_CHECKING:
