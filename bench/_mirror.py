@@ -1,5 +1,5 @@
 """A msgspec mirror of the API's instance response, for the floor (and for our decode figure
-until ``aioprefactor._codec`` exists): what a hand-written msgspec client would decode into.
+until ``aioprefactor._wire.codec`` exists): what a hand-written msgspec client would decode into.
 """
 
 from __future__ import annotations

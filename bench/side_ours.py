@@ -154,11 +154,11 @@ async def scale_throughput(url: str, token: str, n: int, concurrency: int) -> di
 
 
 def _decoder() -> tuple[Callable[[bytes], Any], str]:
-    """Our real decode function when ``aioprefactor._codec`` has one, else the msgspec mirror."""
+    """Our real decode function when ``aioprefactor._wire.codec`` has one, else a mirror."""
     try:
-        codec = importlib.import_module("aioprefactor._codec")
+        codec = importlib.import_module("aioprefactor._wire.codec")
     except ImportError:
-        return decode_instance_envelope, "msgspec mirror (aioprefactor._codec not available)"
+        return decode_instance_envelope, "msgspec mirror (aioprefactor._wire.codec not available)"
     decode = codec.INSTANCE_DECODER.decode
 
     def ours(body: bytes) -> Any:

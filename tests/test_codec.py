@@ -16,9 +16,9 @@ from aioprefactor import (
     RuntimeEnvironment,
     SpanTypeSchema,
 )
-from aioprefactor._checks import boolean, choice, key_or_new, new_key, timestamp
-from aioprefactor._codec import INSTANCE_DECODER, decode, snippet
-from aioprefactor._payloads import check_json, json_object, to_struct
+from aioprefactor._wire.checks import boolean, choice, key_or_new, new_key, timestamp
+from aioprefactor._wire.codec import INSTANCE_DECODER, decode, snippet
+from aioprefactor._wire.payloads import check_json, json_object, to_struct
 
 
 class Opaque:

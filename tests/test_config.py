@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from aioprefactor import Client
-from aioprefactor._config import Secret, make_settings, parse_api_url
+from aioprefactor._wire.config import Secret, make_settings, parse_api_url
 
 TOKEN = "tok-3f9a1c0e5b7d"
 

@@ -25,7 +25,7 @@ def public_names() -> list[str]:
 def attribute_docstrings() -> set[str]:
     """Module-level names documented by a string right after their assignment (type aliases)."""
     documented: set[str] = set()
-    for module in pkgutil.iter_modules(aioprefactor.__path__, "aioprefactor."):
+    for module in pkgutil.walk_packages(aioprefactor.__path__, "aioprefactor."):
         tree = ast.parse(inspect.getsource(importlib.import_module(module.name)))
         for node, following in zip(tree.body, tree.body[1:], strict=False):
             is_doc = (

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aioprefactor import PrefactorResponseContractError
-from aioprefactor._codec import INSTANCE_DECODER, SPAN_DECODER, decode
-from aioprefactor._models import (
+from aioprefactor._wire.codec import INSTANCE_DECODER, SPAN_DECODER, decode
+from aioprefactor._wire.models import (
     AgentInstance,
     AgentSchemaVersion,
     AgentSpan,

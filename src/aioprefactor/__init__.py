@@ -4,10 +4,15 @@ Record every run of an agent truthfully, exactly once, without slowing it down.
 """
 
 from aioprefactor._client import Client, ClientState
-from aioprefactor._config import ClientOptions
 from aioprefactor._context import current_instance, current_span
 from aioprefactor._default import agent_instance, configure
-from aioprefactor._errors import (
+from aioprefactor._lifecycle import InstanceRun, InstanceScope
+from aioprefactor._recording import RecordingState
+from aioprefactor._schema import declare_span_type
+from aioprefactor._spans import SpanRun, SpanScope, span
+from aioprefactor._version import __version__
+from aioprefactor._wire.config import ClientOptions
+from aioprefactor._wire.errors import (
     PrefactorApiError,
     PrefactorAuthError,
     PrefactorConflictError,
@@ -21,8 +26,7 @@ from aioprefactor._errors import (
     PrefactorTransportError,
     PrefactorValidationError,
 )
-from aioprefactor._lifecycle import InstanceRun, InstanceScope
-from aioprefactor._models import (
+from aioprefactor._wire.models import (
     AgentInstance,
     AgentSchemaVersion,
     AgentSpan,
@@ -38,10 +42,6 @@ from aioprefactor._models import (
     SpanCounts,
     SpanTypeSchema,
 )
-from aioprefactor._recording import RecordingState
-from aioprefactor._schema import declare_span_type
-from aioprefactor._spans import SpanRun, SpanScope, span
-from aioprefactor._version import __version__
 
 __all__ = [
     "AgentInstance",

@@ -6,20 +6,20 @@ import asyncio
 import enum
 from typing import TYPE_CHECKING, Any, Final, Self, Unpack, final
 
-from aioprefactor._config import ClientOptions, Settings, make_settings
-from aioprefactor._endpoints import AgentInstanceClient, AgentSpanClient, BulkClient, ping
 from aioprefactor._lifecycle import (
     DEFAULT_ENTER_TIMEOUT,
     DEFAULT_FINISH_TIMEOUT,
     InstanceScope,
 )
-from aioprefactor._transport import Transport
+from aioprefactor._wire.config import ClientOptions, Settings, make_settings
+from aioprefactor._wire.endpoints import AgentInstanceClient, AgentSpanClient, BulkClient, ping
+from aioprefactor._wire.transport import Transport
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from types import TracebackType
 
-    from aioprefactor._models import (
+    from aioprefactor._wire.models import (
         AgentSchemaVersion,
         AgentVersion,
         InstancePurpose,

@@ -14,17 +14,17 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Unpack
 
 from aioprefactor._client import Client, ClientState
-from aioprefactor._config import ClientOptions, make_settings
 from aioprefactor._lifecycle import (
     DEFAULT_ENTER_TIMEOUT,
     DEFAULT_FINISH_TIMEOUT,
     InstanceScope,
 )
+from aioprefactor._wire.config import ClientOptions, make_settings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Mapping
 
-    from aioprefactor._models import (
+    from aioprefactor._wire.models import (
         AgentSchemaVersion,
         AgentVersion,
         InstancePurpose,

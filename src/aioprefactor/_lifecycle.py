@@ -8,12 +8,15 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import msgspec
 
-from aioprefactor import _checks, _context
-from aioprefactor._config import ENV_AGENT_ID, ENV_ENVIRONMENT_ID
+from aioprefactor import _context
 from aioprefactor._decorate import Decorator
-from aioprefactor._endpoints import PURPOSES
-from aioprefactor._errors import PrefactorConflictError, PrefactorError
-from aioprefactor._models import (
+from aioprefactor._recording import Recording, RecordingState
+from aioprefactor._schema import declared_span_types, schema_version_for, with_runtime_environment
+from aioprefactor._wire import checks as _checks
+from aioprefactor._wire.config import ENV_AGENT_ID, ENV_ENVIRONMENT_ID
+from aioprefactor._wire.endpoints import PURPOSES
+from aioprefactor._wire.errors import PrefactorConflictError, PrefactorError
+from aioprefactor._wire.models import (
     AgentInstance,
     AgentSchemaVersion,
     AgentVersion,
@@ -23,9 +26,7 @@ from aioprefactor._models import (
     RegisterRequest,
     SpanTypeSchema,
 )
-from aioprefactor._payloads import to_struct
-from aioprefactor._recording import Recording, RecordingState
-from aioprefactor._schema import declared_span_types, schema_version_for, with_runtime_environment
+from aioprefactor._wire.payloads import to_struct
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping

@@ -16,14 +16,14 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from aioprefactor._checks import new_key
-from aioprefactor._errors import PrefactorError, PrefactorTimeoutError
+from aioprefactor._wire.checks import new_key
+from aioprefactor._wire.errors import PrefactorError, PrefactorTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from aioprefactor._client import Client
-    from aioprefactor._models import FinishStatus
+    from aioprefactor._wire.models import FinishStatus
 
 T = TypeVar("T")
 

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from aioprefactor._models import (
+from aioprefactor._version import __version__
+from aioprefactor._wire.models import (
     AgentSchemaVersion,
     AgentVersion,
     RuntimeEnvironment,
     SpanTypeSchema,
 )
-from aioprefactor._payloads import to_struct
-from aioprefactor._version import __version__
+from aioprefactor._wire.payloads import to_struct
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

@@ -7,17 +7,18 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, final
 
-from aioprefactor import _checks, _context
+from aioprefactor import _context
 from aioprefactor._decorate import Decorator
 from aioprefactor._lifecycle import DEFAULT_ENTER_TIMEOUT, DEFAULT_FINISH_TIMEOUT, InstanceRun
-from aioprefactor._payloads import copy_json, json_object
 from aioprefactor._recording import Recording
+from aioprefactor._wire import checks as _checks
+from aioprefactor._wire.payloads import copy_json, json_object
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping
     from contextvars import Token
 
-    from aioprefactor._models import AgentSpan, FinishStatus
+    from aioprefactor._wire.models import AgentSpan, FinishStatus
 
 log: Final = logging.getLogger("aioprefactor")
 

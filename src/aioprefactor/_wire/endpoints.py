@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING, Any, Final, get_args
 
 import msgspec
 
-from aioprefactor import _checks
-from aioprefactor._codec import (
+from aioprefactor._wire import checks as _checks
+from aioprefactor._wire.codec import (
     BULK_DECODER,
     INSTANCE_DECODER,
     PING_DECODER,
     SPAN_DECODER,
     encode,
 )
-from aioprefactor._models import (
+from aioprefactor._wire.models import (
     AgentInstance,
     AgentSchemaVersion,
     AgentSpan,
@@ -35,13 +35,13 @@ from aioprefactor._models import (
     SpanFinishRequest,
     StartRequest,
 )
-from aioprefactor._payloads import json_object, to_struct
-from aioprefactor._transport import path_segment
+from aioprefactor._wire.payloads import json_object, to_struct
+from aioprefactor._wire.transport import path_segment
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from aioprefactor._transport import Transport
+    from aioprefactor._wire.transport import Transport
 
 FINISH_STATUSES: Final = frozenset(get_args(FinishStatus))
 SPAN_CREATE_STATUSES: Final = frozenset(get_args(SpanCreateStatus))

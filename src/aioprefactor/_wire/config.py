@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Final, TypedDict
 
 import yarl
 
-from aioprefactor._checks import seconds
+from aioprefactor._wire.checks import seconds
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -21,8 +21,9 @@ import aiohttp
 import msgspec
 import yarl
 
-from aioprefactor._codec import decode, decode_error, scrub, snippet
-from aioprefactor._errors import (
+from aioprefactor._version import __version__
+from aioprefactor._wire.codec import decode, decode_error, scrub, snippet
+from aioprefactor._wire.errors import (
     PrefactorApiError,
     PrefactorAuthError,
     PrefactorConflictError,
@@ -36,10 +37,9 @@ from aioprefactor._errors import (
     PrefactorTransportError,
     PrefactorValidationError,
 )
-from aioprefactor._version import __version__
 
 if TYPE_CHECKING:
-    from aioprefactor._config import Settings
+    from aioprefactor._wire.config import Settings
 
 T = TypeVar("T")
 

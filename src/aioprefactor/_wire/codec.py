@@ -9,8 +9,8 @@ from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
-from aioprefactor._errors import PrefactorResponseContractError
-from aioprefactor._models import (
+from aioprefactor._wire.errors import PrefactorResponseContractError
+from aioprefactor._wire.models import (
     AgentInstance,
     AgentSpan,
     BulkOutput,
