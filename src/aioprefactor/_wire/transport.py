@@ -165,6 +165,9 @@ class Failure:
         return False
 
 
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
 class Transport:
     """Sends requests through one session and decodes the answers."""
 
@@ -205,6 +208,23 @@ class Transport:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+    def close_soon(self) -> None:
+        """Close the session from sync code: on its loop if that loop still runs."""
+        session, loop = self._session, self._loop
+        self._session = None
+        if session is None or loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task = loop.create_task(session.close())
+            _CLOSING.add(task)
+            task.add_done_callback(_CLOSING.discard)
+        elif loop.is_running():
+            asyncio.run_coroutine_threadsafe(session.close(), loop)
 
     def _check_loop(self) -> aiohttp.ClientSession:
         session = self._session
