@@ -24,6 +24,7 @@ out what each record still owes the API:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import concurrent.futures
 import heapq
@@ -285,6 +286,7 @@ class Engine:
             )
             self._loop, self._thread = loop, thread
             thread.start()
+            atexit.register(_close_at_exit, weakref.ref(self))
             return loop
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -793,6 +795,13 @@ class Engine:
                 lost,
                 " (the API refused connections)" if self._api_down else "",
             )
+
+
+def _close_at_exit(ref: weakref.ref[Engine]) -> None:
+    # A script that simply ends loses nothing: deliver within shutdown_timeout.
+    engine = ref()
+    if engine is not None and not engine.closed and engine._pid == os.getpid():
+        engine.close(engine.options.shutdown_timeout)
 
 
 def after_fork_in_child() -> None:
