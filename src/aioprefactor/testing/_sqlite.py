@@ -218,27 +218,37 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 
 def _prepare(db: sqlite3.Connection, where: Path) -> None:
-    """Lock the file, check it (or lay out a new one), and switch to WAL."""
+    """Lock the file and check it, then switch to WAL (and lay out a new file).
+
+    Nothing is written before the checks pass: a file that is refused is left as it was.
+    """
     try:
         # One server per file: the store is a cache of the file, so a second writer would
-        # be silently overwritten. The exclusive lock is taken by the first write below.
+        # be silently overwritten. The lock is held from the first access to the close.
         db.execute("PRAGMA locking_mode = EXCLUSIVE")
+        application_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        fresh = application_id == 0 and version == 0 and tables == 0
+        if not fresh:
+            _check_version(where, application_id, version)
+            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                msg = f"the database {where} is damaged: {'; '.join(problems[:3])}"
+                raise StorageError(msg)
         db.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode is durable against the process dying (what `kill -9` does);
         # only a power cut may lose the last commits.
         db.execute("PRAGMA synchronous = NORMAL")
-        with _transaction(db):
-            application_id = db.execute("PRAGMA application_id").fetchone()[0]
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if application_id == 0 and version == 0 and tables == 0:
+        if fresh:
+            with _transaction(db):
                 for statement in _SCHEMA.split(";"):
                     db.execute(statement)
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                return
-            _check_version(where, application_id, version)
-        problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+        else:
+            with _transaction(db):  # takes the write lock now, not at the first request
+                pass
     except sqlite3.OperationalError as error:
         if "locked" in str(error):
             msg = f"the database {where} is in use by another server"
@@ -248,9 +258,6 @@ def _prepare(db: sqlite3.Connection, where: Path) -> None:
     except sqlite3.DatabaseError as error:
         msg = f"the database {where} is damaged or not an SQLite file: {error}"
         raise StorageError(msg) from None
-    if problems != ["ok"]:
-        msg = f"the database {where} is damaged: {'; '.join(problems[:3])}"
-        raise StorageError(msg)
 
 
 def _check_version(where: Path, application_id: int, version: int) -> None:

@@ -1,6 +1,6 @@
 // The timeline page of aioprefactor's local API. It reads the JSON routes under /_local/ and
-// builds every element from text nodes: span payloads are untrusted, so no data ever goes
-// through innerHTML.
+// builds every element with createElement and text nodes: span payloads are untrusted, so no
+// data is ever parsed as HTML.
 "use strict";
 
 const POLL_MS = 1000;
