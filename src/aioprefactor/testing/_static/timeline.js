@@ -228,7 +228,7 @@ function instanceView(main, instanceId) {
       ? el("button", { id: "terminate", onclick: terminateRun, text: "Terminate…" })
       : null;
     const version = data.agent_version;
-    main.replaceChildren(
+    main.replaceChildren(...[
       el("p", {}, el("a", { href: "/", text: "← all runs" })),
       el("h1", {}, instance.agent_id + " ", statusBadge(instance.status), " ", terminate),
       el("div", { className: "facts" },
@@ -243,7 +243,8 @@ function instanceView(main, instanceId) {
         el("div", { className: "axis" }, el("div", { className: "label", text: "Span" }),
           el("div", { className: "ticks" }, ...ticks)),
         ...(rows.length ? rows : [el("p", { className: "muted", text: "No spans recorded." })])),
-      renderDetails(chosen));
+      renderDetails(chosen),
+    ].filter((node) => node !== null));
   }
 
   async function terminateRun() {
