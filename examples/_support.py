@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import urllib.parse
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -42,7 +44,23 @@ async def api_endpoint(*, keep: bool = False) -> AsyncIterator[tuple[str, str]]:
         yield api.url, api.token
         if keep:
             print("\nThe local API stays up so you can look; Ctrl-C ends it.", flush=True)
-            await asyncio.Event().wait()  # until Ctrl-C cancels the program
+            await until_ctrl_c()
+
+
+async def until_ctrl_c() -> None:
+    """Wait until Ctrl-C (SIGINT) or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Without signal handlers (Windows), Ctrl-C raises KeyboardInterrupt instead.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(signum)
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
