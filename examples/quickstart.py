@@ -120,12 +120,14 @@ async def main(*, keep: bool = False) -> None:
         except TimeoutError:
             print("3. a run cut short by a timeout: cancelled after 0.5 s")
 
+        # Runs are delivered in the background: wait until everything queued has been sent.
+        await aioprefactor.flush()
         rows = []
         async with aioprefactor.Client(url, token) as client:
             for run in RUNS:
-                # Ids are read once the runs have ended: a run's id can arrive after its block.
-                assert run.id is not None
-                instance = await client.agent_instances.get(run.id)
+                run_id = await run.wait_recorded()
+                assert run_id is not None
+                instance = await client.agent_instances.get(run_id)
                 spans = tree(SPANS[id(run)])
                 rows.append([instance.id, instance.status, duration(instance), spans])
         print("\nWhat the API recorded:\n")

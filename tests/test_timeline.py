@@ -156,8 +156,7 @@ async def test_a_failed_run_says_which_span_failed_and_why(
         async def agent() -> None:
             async with scope, span("agent:tool") as tool:
                 handles.append(tool)
-                tool.set_result({"error": {"type": "ValueError", "message": "bad input"}})
-                raise ValueError("bad input")
+                raise ValueError("bad input")  # recorded as the span's error
 
         handles: list[aioprefactor.SpanRun] = []
         with pytest.raises(ValueError, match="bad input"):
@@ -168,7 +167,7 @@ async def test_a_failed_run_says_which_span_failed_and_why(
     assert run is not None
     _, body = await get(http, f"{api.url}/_local/instances/{run.id}", headers=BEARER)
     assert "failed" == body["instance"]["status"]
-    expected = {"text": "Failed in agent:tool: ValueError: bad input", "span_id": tool.id}
+    expected = {"text": "Failed in agent:tool: builtins.ValueError: bad input", "span_id": tool.id}
     assert expected == body["ending"]
 
 
