@@ -133,7 +133,7 @@ def _object_to_json(value: Any, depth: int) -> Any:
     if callable(dump) and not isinstance(value, type):
         try:
             return to_json(dump(mode="json"), depth + 1)
-        except Exception:  # noqa: BLE001 - a model that cannot dump itself is shown by repr
+        except Exception:
             log.debug("model_dump failed for %s", type(value).__name__, exc_info=True)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}

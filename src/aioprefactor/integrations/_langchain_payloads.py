@@ -30,7 +30,11 @@ _ERROR: Final = {
 }
 _TOKEN_USAGE: Final = {
     "type": "object",
-    "properties": {"prompt_tokens": _INTEGER, "completion_tokens": _INTEGER, "total_tokens": _INTEGER},
+    "properties": {
+        "prompt_tokens": _INTEGER,
+        "completion_tokens": _INTEGER,
+        "total_tokens": _INTEGER,
+    },
 }
 
 
@@ -89,9 +93,7 @@ def declare_span_types() -> None:
     declare_span_type(
         RETRIEVER,
         _schema({"retriever_name": _STRING, "query": _STRING}),
-        result_schema=_schema(
-            {"documents": {"type": "array", "items": _OBJECT}, "error": _ERROR}
-        ),
+        result_schema=_schema({"documents": {"type": "array", "items": _OBJECT}, "error": _ERROR}),
         title="Retriever",
         description="A LangChain retriever query",
         template="{{retriever_name}}",

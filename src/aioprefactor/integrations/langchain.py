@@ -36,7 +36,6 @@ from aioprefactor.integrations._bridge import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
-    from datetime import datetime
     from uuid import UUID
 
     from langchain_core.documents import Document
@@ -101,6 +100,7 @@ class PrefactorCallbackHandler(BaseCallbackHandler):
         agent_version: AgentVersion | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        declare_span_types()  # so runs registered from now on list them, even if cleared
         self._runs = RunSource(client, agent_id, agent_version)
         self._lock = threading.Lock()
         self._open: dict[UUID, _Open] = {}
@@ -218,8 +218,10 @@ class PrefactorCallbackHandler(BaseCallbackHandler):
             run_id,
             parent_run_id,
             payloads.LLM,
-            lambda: payloads.model_fields(metadata, kwargs.get("invocation_params"))
-            | {"inputs": {"prompts": list(prompts)}},
+            lambda: (
+                payloads.model_fields(metadata, kwargs.get("invocation_params"))
+                | {"inputs": {"prompts": list(prompts)}}
+            ),
         )
 
     @guarded

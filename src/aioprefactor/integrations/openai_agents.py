@@ -172,6 +172,7 @@ class PrefactorTracingProcessor(TracingProcessor):
         agent_version: AgentVersion | Mapping[str, Any] | None = None,
         flush_timeout: float | None = None,
     ) -> None:
+        declare_span_types()  # so runs registered from now on list them, even if cleared
         self._runs = RunSource(client, agent_id, agent_version)
         self._flush_timeout = flush_timeout
         self._lock = threading.Lock()

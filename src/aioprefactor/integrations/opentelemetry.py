@@ -173,6 +173,7 @@ class PrefactorSpanProcessor(SpanProcessor):
         agent_id: str | None = None,
         agent_version: AgentVersion | Mapping[str, Any] | None = None,
     ) -> None:
+        declare_span_types()  # so runs registered from now on list them, even if cleared
         self._runs = RunSource(client, agent_id, agent_version)
         self._lock = threading.Lock()
         self._tracked: dict[tuple[int, int], _Tracked] = {}
