@@ -19,7 +19,6 @@ from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from langchain_core.callbacks import CallbackManagerForLLMRun
     from langgraph.graph.state import CompiledStateGraph
 
-    from aioprefactor import Client
+    from aioprefactor import Client, InstanceRun
     from aioprefactor.testing import LocalPrefactor
 
 VERSION: dict[str, Any] = {"name": "Weather graph", "external_identifier": "1.0.0"}
@@ -99,8 +98,11 @@ def lookup(city: str) -> str:
     return f"sunny in {city}"
 
 
-def build_graph(delay: float = 0.0) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """A model node and a tool node, looping until the model answers."""
+def build_graph(*, sync: bool, delay: float = 0.0) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """A model node and a tool node, looping until the model answers.
+
+    The model node is a plain function, sync (for ``invoke``) or async (for ``ainvoke``).
+    """
     model = ScriptedChatModel(delay=delay)
 
     def think(state: MessagesState) -> dict[str, Any]:
@@ -110,7 +112,10 @@ def build_graph(delay: float = 0.0) -> CompiledStateGraph[Any, Any, Any, Any]:
         return {"messages": [await model.ainvoke(state["messages"])]}
 
     graph = StateGraph(MessagesState)
-    graph.add_node("agent", RunnableLambda(think, afunc=athink))
+    if sync:
+        graph.add_node("agent", think)
+    else:
+        graph.add_node("agent", athink)
     graph.add_node("tools", ToolNode([lookup]))
     graph.add_edge(START, "agent")
     graph.add_conditional_edges("agent", tools_condition)
@@ -118,13 +123,14 @@ def build_graph(delay: float = 0.0) -> CompiledStateGraph[Any, Any, Any, Any]:
     return graph.compile()
 
 
-GRAPH = build_graph()
+GRAPHS = {sync: build_graph(sync=sync) for sync in (False, True)}
 
 
 async def run_graph(
-    handler: PrefactorCallbackHandler, city: str, *, sync: bool, graph: Any = GRAPH
+    handler: PrefactorCallbackHandler, city: str, *, sync: bool, graph: Any = None
 ) -> Any:
     """Invoke the graph with the handler: ``ainvoke`` here, or ``invoke`` in a thread."""
+    graph = graph if graph is not None else GRAPHS[sync]
     state = {"messages": [HumanMessage(city)]}
     config: Any = {"callbacks": [handler]}
     if sync:
@@ -166,7 +172,7 @@ async def test_a_graph_run_is_recorded_as_a_span_tree_under_the_current_span(
     assert ["messages"] == spans["langchain:node"][0]["result_payload"]["updated_keys"]
     llm = spans["langchain:llm"][0]
     assert "scripted-1" == llm["payload"]["model_name"]
-    assert "scripted" == llm["payload"]["provider"]
+    assert "scriptedchatmodel" == llm["payload"]["provider"]  # LangChain's ls_provider
     assert [{"role": "human", "content": "Paris"}] == llm["payload"]["inputs"]["messages"]
     call = {"name": "lookup", "args": {"city": "Paris"}, "id": "call-1"}
     assert [call] == llm["result_payload"]["outputs"]["messages"][0]["tool_calls"]
@@ -227,7 +233,9 @@ async def test_a_cancelled_invocation_cancels_its_spans_and_the_run_the_handler_
     handler = PrefactorCallbackHandler(
         client=prefactor_client, agent_id="weather", agent_version=VERSION
     )
-    task = asyncio.create_task(run_graph(handler, "Paris", sync=False, graph=build_graph(60)))
+    task = asyncio.create_task(
+        run_graph(handler, "Paris", sync=False, graph=build_graph(sync=False, delay=60))
+    )
     while not prefactor_api.instances() and not task.done():
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.05)
@@ -250,14 +258,15 @@ async def test_fifty_concurrent_invocations_through_one_handler_never_mix(
     handler = PrefactorCallbackHandler()
     scope = prefactor_client.agent_instance(agent_id="weather", agent_version=VERSION)
 
-    async def one(index: int) -> str | None:
+    async def one(index: int) -> InstanceRun:
         async with scope as run:
             await run_graph(handler, f"city-{index}", sync=index % 2 == 1)
-        return run.id
+        return run
 
-    ids = await asyncio.gather(*(one(i) for i in range(50)))
+    runs = await asyncio.gather(*(one(i) for i in range(50)))
     assert await prefactor_client.flush(timeout=30)
-    for index, instance_id in enumerate(ids):
+    for index, run in enumerate(runs):
+        instance_id = run.id
         assert instance_id is not None
         assert "complete" == prefactor_api.instance(instance_id)["status"]
         assert GRAPH_TREE == span_tree(instance_id)
@@ -374,8 +383,8 @@ async def test_a_failure_inside_the_handler_never_reaches_the_graph(
     ("arguments", "error"),
     [
         ({"agent_id": "weather"}, TypeError),
-        ({"agent_version": {"external_identifier": "1"}}, TypeError),
-        ({"agent_version": {"name": "", "external_identifier": "1"}}, ValueError),
+        ({"agent_version": {"external_identifier": "1"}}, ValueError),
+        ({"agent_version": {"name": 3, "external_identifier": "1"}}, ValueError),
     ],
 )
 def test_bad_arguments_are_refused_when_the_handler_is_built(

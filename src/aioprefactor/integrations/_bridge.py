@@ -8,12 +8,13 @@ ends it with the status the root's ending implies.
 
 from __future__ import annotations
 
-import asyncio
+import atexit
 import dataclasses
 import enum
 import functools
 import logging
 import math
+import weakref
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Final, ParamSpec
@@ -35,7 +36,7 @@ MAX_DEPTH: Final = 12
 MAX_ITEMS: Final = 500
 MAX_TEXT: Final = 16_000
 _MAX_INT: Final = 2**63 - 1
-_CANCELLATIONS: Final = (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit)
+EXIT_FLUSH_TIMEOUT: Final = 5.0  # seconds the default client gets at exit (its own default)
 _CANCELLATION_NAMES: Final = frozenset(
     {"CancelledError", "KeyboardInterrupt", "GeneratorExit", "asyncio.CancelledError"}
     | {"asyncio.exceptions.CancelledError", "concurrent.futures._base.CancelledError"}
@@ -64,21 +65,6 @@ def from_iso(text: str | None) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def status_for(error: BaseException | None) -> FinishStatus:
-    """Map how a piece of work ended to the status recorded for it."""
-    if error is None:
-        return "complete"
-    if isinstance(error, SystemExit):
-        return "complete" if error.code in (0, None) else "failed"
-    if isinstance(error, _CANCELLATIONS):
-        return "cancelled"
-    if isinstance(error, BaseExceptionGroup):
-        leaves = error.exceptions
-        if leaves and all(status_for(leaf) == "cancelled" for leaf in leaves):
-            return "cancelled"
-    return "failed"
 
 
 def status_for_type_name(type_name: str | None) -> FinishStatus:
@@ -188,12 +174,32 @@ class Anchor:
     def end(self, error: BaseException | None, ended_at: datetime) -> None:
         """End the run if this root owns it, with the status ``error`` implies."""
         if self.owned and self.run is not None:
-            self.run.end(status_for(error), error=error, ended_at=ended_at)
+            self.run.end(error=error, ended_at=ended_at)
 
     def end_with_status(self, status: FinishStatus, ended_at: datetime) -> None:
         """End the run if this root owns it, with ``status``."""
         if self.owned and self.run is not None:
             self.run.end(status, ended_at=ended_at)
+
+
+_exit_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+_exit_hooked: list[bool] = []
+
+
+def _flush_at_exit() -> None:
+    # A program that ends right after the framework's work (a script, a worker) still
+    # delivers what was recorded, each client within its shutdown_timeout.
+    for client in list(_exit_clients):
+        client.flush_sync(client.shutdown_timeout)
+    aioprefactor.flush_sync(EXIT_FLUSH_TIMEOUT)
+
+
+def _flush_at_exit_once(client: Client | None) -> None:
+    if client is not None:
+        _exit_clients.add(client)
+    if not _exit_hooked:
+        _exit_hooked.append(True)
+        atexit.register(_flush_at_exit)
 
 
 class RunSource:
@@ -218,6 +224,7 @@ class RunSource:
                 )
         elif agent_id is not None:
             raise TypeError("agent_id needs an agent_version to open runs")
+        _flush_at_exit_once(client)
 
     def anchor_here(self, started_at: datetime, *, own: bool = True) -> Anchor:
         """Return the anchor for a root starting now, in the caller's context.

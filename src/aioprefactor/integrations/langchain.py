@@ -30,7 +30,6 @@ from aioprefactor.integrations._bridge import (
     RunSource,
     drop_none,
     guarded,
-    status_for,
     utc_now,
 )
 
@@ -59,8 +58,9 @@ class _Open:
     span: SpanRun | None  # None: followed only so its children nest correctly
     parent: UUID | None
     root: UUID
+    recorded: bool  # whether its invocation is recorded in a run at all
     anchor: Anchor | None = None  # roots only
-    below: set[UUID] = field(default_factory=set)  # roots only: every open run under it
+    children: set[UUID] = field(default_factory=set)  # those still open
 
 
 class PrefactorCallbackHandler(BaseCallbackHandler):
@@ -367,26 +367,27 @@ class PrefactorCallbackHandler(BaseCallbackHandler):
             # The invocation's first callback runs in the caller's context: the current
             # run and span there are where it belongs.
             anchor = self._runs.anchor_here(started_at)
-            span = aioprefactor.open_span(
-                schema_name or payloads.AGENT,
-                payload=payload(),
-                parent=anchor.parent,
-                run=anchor.run,
-                started_at=started_at,
-            )
+            recorded = anchor.run is not None
+            span = None
+            if recorded:
+                span = aioprefactor.open_span(
+                    schema_name or payloads.AGENT,
+                    payload=payload(),
+                    parent=anchor.parent,
+                    run=anchor.run,
+                    started_at=started_at,
+                )
             with self._lock:
-                self._open[run_id] = _Open(span, None, run_id, anchor)
+                self._open[run_id] = _Open(span, None, run_id, recorded, anchor)
             return
         span = None
-        if schema_name is not None:
+        if schema_name is not None and parent.recorded and parent_span is not None:
             span = aioprefactor.open_span(
                 schema_name, payload=payload(), parent=parent_span, started_at=started_at
             )
         with self._lock:
-            root = self._open.get(parent.root)
-            if root is not None:
-                root.below.add(run_id)
-            self._open[run_id] = _Open(span, parent_run_id, parent.root)
+            parent.children.add(run_id)
+            self._open[run_id] = _Open(span, parent_run_id, parent.root, parent.recorded)
 
     def _nearest_span(self, entry: _Open | None) -> SpanRun | None:
         while entry is not None:
@@ -406,25 +407,35 @@ class PrefactorCallbackHandler(BaseCallbackHandler):
             entry = self._open.pop(run_id, None)
             if entry is None:
                 return
-            leftovers: list[_Open] = []
-            if entry.anchor is not None:
-                # Runs under the invocation that never reported their end (a stream left
-                # unfinished) end with it.
-                leftovers = [e for r in entry.below if (e := self._open.pop(r, None))]
-            elif (root := self._open.get(entry.root)) is not None:
-                root.below.discard(run_id)
+            parent = self._open.get(entry.parent) if entry.parent is not None else None
+            if parent is not None:
+                parent.children.discard(run_id)
+            # Runs below it that have not reported their end (a stream left unfinished, a
+            # cancellation reported parent first) end with it: a span never outlives its
+            # parent.
+            leftovers = self._take_below(entry)
         if entry.span is not None:
             entry.span.end(
-                status_for(error),
                 result=result(entry.span) if result is not None else None,
                 error=error,
                 ended_at=ended_at,
             )
-        for left in reversed(leftovers):
+        for left in leftovers:
             if left.span is not None:
                 left.span.end("cancelled", ended_at=ended_at)
         if entry.anchor is not None:
             entry.anchor.end(error, ended_at)
+
+    def _take_below(self, entry: _Open) -> list[_Open]:
+        """Remove the runs still open below ``entry``, deepest first."""
+        taken: list[_Open] = []
+        for child_id in entry.children:
+            child = self._open.pop(child_id, None)
+            if child is not None:
+                taken.extend(self._take_below(child))
+                taken.append(child)
+        entry.children.clear()
+        return taken
 
 
 def _name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,8 +40,6 @@ from aioprefactor.integrations._bridge import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from agents.tracing import Span, Trace
 
     from aioprefactor import AgentVersion, Client, SpanRun
@@ -92,20 +91,27 @@ def declare_span_types() -> None:
         (
             AGENT,
             _schema(agent_name=_STRING, tools=strings, handoffs=strings, output_type=_STRING),
-            _schema(tools=strings, handoffs=strings, error=_ERROR),
+            _schema(tools=strings, handoffs=strings, output_type=_STRING, error=_ERROR),
             "Agent",
         ),
         (
             LLM,
             _schema(kind=_STRING, model=_STRING, model_config=_OBJECT, inputs=_OBJECT),
-            _schema(model=_STRING, response_id=_STRING, outputs=_OBJECT, usage=_OBJECT)
-            | {"error": _ERROR},
+            _schema(
+                model=_STRING,
+                response_id=_STRING,
+                inputs=_OBJECT,
+                model_config=_OBJECT,
+                outputs=_OBJECT,
+                usage=_OBJECT,
+                error=_ERROR,
+            ),
             "Model call",
         ),
         (
             TOOL,
             _schema(tool_name=_STRING, inputs=_OBJECT),
-            _schema(outputs=_OBJECT, mcp_data=_OBJECT, error=_ERROR),
+            _schema(inputs=_OBJECT, outputs=_OBJECT, mcp_data=_OBJECT, error=_ERROR),
             "Function tool call",
         ),
         (
@@ -135,7 +141,7 @@ declare_span_types()
 
 @dataclass(slots=True, eq=False)
 class _TraceState:
-    span: SpanRun
+    span: SpanRun | None  # None: the trace is not recorded (no run to record it in)
     anchor: Anchor
     failed: bool = False
 
@@ -186,6 +192,10 @@ class PrefactorTracingProcessor(TracingProcessor):
             return
         started_at = utc_now()
         anchor = self._runs.anchor_here(started_at)
+        if anchor.run is None:
+            with self._lock:
+                self._traces[trace.trace_id] = _TraceState(None, anchor)
+            return
         exported = trace.export() or {}
         span = aioprefactor.open_span(
             TRACE,
@@ -212,7 +222,8 @@ class PrefactorTracingProcessor(TracingProcessor):
         if state is None:
             return
         status = "failed" if state.failed else "complete"
-        state.span.end(status, ended_at=ended_at)
+        if state.span is not None:
+            state.span.end(status, ended_at=ended_at)
         state.anchor.end_with_status(status, ended_at)
 
     @guarded
@@ -223,6 +234,8 @@ class PrefactorTracingProcessor(TracingProcessor):
         with self._lock:
             parent = self._spans.get(span.parent_id) if span.parent_id else None
             trace = self._traces.get(span.trace_id)
+        if trace is not None and trace.span is None:
+            return  # the trace is not recorded, nor are its spans
         if parent is None and trace is not None:
             parent = trace.span
         data = span.span_data
@@ -250,7 +263,10 @@ class PrefactorTracingProcessor(TracingProcessor):
                 trace = self._traces.get(span.trace_id)
                 if trace is not None:
                     trace.failed = True
-        result = _result(span.span_data.type, span.span_data)
+        kind = span.span_data.type
+        result = _later(opened.payload, _params(kind, span.span_data)) | _result(
+            kind, span.span_data
+        )
         if error is not None:
             result["error"] = drop_none(
                 {
@@ -298,8 +314,12 @@ def _params(kind: str, data: Any) -> dict[str, Any]:
         return drop_none({"kind": kind, "inputs": _messages(getattr(data, "input", None))})
     if kind == "function":
         return drop_none({"tool_name": exported.get("name"), "inputs": _arguments(data.input)})
-    if kind in ("handoff", "guardrail"):
-        return drop_none({k: to_json(v) for k, v in exported.items() if k != "type"})
+    if kind == "handoff":
+        return drop_none(
+            {"from_agent": exported.get("from_agent"), "to_agent": exported.get("to_agent")}
+        )
+    if kind == "guardrail":
+        return drop_none({"name": exported.get("name")})
     if exported.get("type") == "custom":  # custom spans, and the SDK's own (task, turn)
         return drop_none({"name": exported.get("name"), "data": json_object(exported.get("data"))})
     return {"name": kind, "data": json_object(exported)}
@@ -307,10 +327,6 @@ def _params(kind: str, data: Any) -> dict[str, Any]:
 
 def _result(kind: str, data: Any) -> dict[str, Any]:
     exported = _export(data)
-    if kind == "agent":
-        return drop_none(
-            {"tools": to_json(exported.get("tools")), "handoffs": to_json(exported.get("handoffs"))}
-        )
     if kind == "generation":
         return drop_none(
             {
@@ -343,6 +359,13 @@ def _result(kind: str, data: Any) -> dict[str, Any]:
     if exported.get("type") == "custom":
         return {"data": json_object(exported.get("data"))}
     return {"data": json_object(exported)}
+
+
+def _later(payload: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    # The SDK fills some of a span's data in after it started (a tool's input, the
+    # agent's tools, a generation's input): what was not known at the start goes in the
+    # result.
+    return {k: v for k, v in params.items() if payload.get(k) != v}
 
 
 def _export(data: Any) -> dict[str, Any]:

@@ -117,7 +117,8 @@ def declare_span_types() -> None:
     result = {
         "type": "object",
         "properties": {field: {} for field in _RESULTS.values()}
-        | {"outputs": _OBJECT, "token_usage": _OBJECT, "attributes": _OBJECT}
+        | {field: {} for field in _PARAMS.values()}
+        | {"inputs": _OBJECT, "outputs": _OBJECT, "token_usage": _OBJECT, "attributes": _OBJECT}
         | {"error": {"type": "object", "properties": {"type": _STRING, "message": _STRING}}},
     }
     for name, title, template in (
@@ -190,7 +191,15 @@ class PrefactorSpanProcessor(SpanProcessor):
         attributes = dict(span.attributes or {})
         operation = attributes.get(OPERATION)
         if not isinstance(operation, str):
-            host, run = (parent.host, parent.run) if parent is not None else (None, None)
+            if parent is not None:
+                host, run = parent.host, parent.run
+            else:
+                # A root that is not GenAI (yet): spans below it, or itself if it turns
+                # out to be GenAI, belong to the run current here, if any.
+                here = self._runs.anchor_here(
+                    from_epoch_ns(span.start_time) or utc_now(), own=False
+                )
+                host, run = here.parent, here.run
             tracked = _Tracked(None, host, run, attributes=frozenset(attributes))
         else:
             tracked = self._open(span, operation, attributes, parent)
@@ -222,7 +231,12 @@ class PrefactorSpanProcessor(SpanProcessor):
                 started_at=from_epoch_ns(span.start_time),
             )
         status, failure = _status(span)
-        result = _result(attributes, tracked.attributes) | failure
+        later = _params(span, attributes.get(OPERATION, ""), attributes)
+        result = (
+            {k: v for k, v in later.items() if k != "attributes" and k not in opened.payload}
+            | _result(attributes, tracked.attributes)
+            | failure
+        )
         ended_at = from_epoch_ns(span.end_time) or utc_now()
         opened.end(status, result=result, ended_at=ended_at)
         if tracked.anchor is not None:
@@ -252,6 +266,8 @@ class PrefactorSpanProcessor(SpanProcessor):
             # of its own when it invokes an agent.
             anchor = self._runs.anchor_here(started_at, own=operation == "invoke_agent")
             host, run = anchor.parent, anchor.run
+            if run is None:
+                return _Tracked(None, None, None, attributes=frozenset(attributes))
         opened = aioprefactor.open_span(
             _TYPES.get(operation, GENAI),
             payload=_params(span, operation, attributes),
