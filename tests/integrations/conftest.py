@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -7,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from aioprefactor.testing import LocalPrefactor
 
@@ -59,3 +61,26 @@ def render_tree(
 def span_tree(prefactor_api: LocalPrefactor) -> Callable[..., str]:
     """Render a recorded instance's span tree (``render_tree`` on the local API)."""
     return functools.partial(render_tree, prefactor_api)
+
+
+def _closing_thread_loop(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    finally:
+        # Sync entry points of some frameworks (run_sync) leave an event loop set in the
+        # worker thread; it is closed here, not left to the garbage collector.
+        policy = asyncio.get_event_loop_policy()
+        with contextlib.suppress(RuntimeError):
+            policy.get_event_loop().close()
+        policy.set_event_loop(None)
+
+
+async def run_in_thread(call: Callable[[], Any]) -> Any:
+    """Run a framework's sync entry point in a worker thread (with this context)."""
+    return await asyncio.to_thread(_closing_thread_loop, call)
+
+
+@pytest.fixture
+def in_thread() -> Callable[[Callable[[], Any]], Awaitable[Any]]:
+    """Run a framework's sync entry point in a worker thread, closing any loop it leaves."""
+    return run_in_thread

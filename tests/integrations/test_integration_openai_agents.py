@@ -37,7 +37,7 @@ import aioprefactor
 from aioprefactor.integrations.openai_agents import PrefactorTracingProcessor
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
     from agents import RunContextWrapper
 
@@ -157,13 +157,14 @@ async def test_a_trace_is_recorded_under_the_current_span(
     processors: Callable[[PrefactorTracingProcessor], None],
     span_tree: Callable[..., str],
     sync: bool,
+    in_thread: Callable[[Callable[[], Any]], Awaitable[Any]],
 ) -> None:
     """The trace, agent, model calls, tool and custom span nest under the caller's span."""
     processors(PrefactorTracingProcessor())
     scope = prefactor_client.agent_instance(agent_id="weather", agent_version=VERSION)
     async with scope as run, aioprefactor.span("app:request"):
         if sync:
-            result = await asyncio.to_thread(Runner.run_sync, weather_agent(), "Paris")
+            result = await in_thread(lambda: Runner.run_sync(weather_agent(), "Paris"))
         else:
             result = await Runner.run(weather_agent(), "Paris")
     assert "answer: sunny in Paris" == result.final_output
@@ -257,6 +258,7 @@ async def test_fifty_concurrent_runs_through_one_processor_never_mix(
     prefactor_client: Client,
     processors: Callable[[PrefactorTracingProcessor], None],
     span_tree: Callable[..., str],
+    in_thread: Callable[[Callable[[], Any]], Awaitable[Any]],
 ) -> None:
     """25 Runner.run tasks and 25 run_sync threads at once: 50 runs, each its own tree."""
     processors(
@@ -265,7 +267,7 @@ async def test_fifty_concurrent_runs_through_one_processor_never_mix(
 
     async def one(index: int) -> Any:
         if index % 2:
-            return await asyncio.to_thread(Runner.run_sync, weather_agent(), f"c{index}")
+            return await in_thread(lambda: Runner.run_sync(weather_agent(), f"c{index}"))
         return await Runner.run(weather_agent(), f"c{index}")
 
     results = await asyncio.gather(*(one(i) for i in range(50)))

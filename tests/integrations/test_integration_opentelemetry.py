@@ -26,7 +26,7 @@ import aioprefactor
 from aioprefactor.integrations.opentelemetry import PrefactorSpanProcessor
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
     from opentelemetry.trace import Tracer
 
@@ -282,6 +282,7 @@ async def test_a_pydantic_ai_agent_is_recorded_through_its_instrumentation(
     providers: Callable[[PrefactorSpanProcessor], TracerProvider],
     span_tree: Callable[..., str],
     sync: bool,
+    in_thread: Callable[[Callable[[], Any]], Awaitable[Any]],
 ) -> None:
     """pydantic-ai's TestModel calling a tool: agent, model calls and tool, one run."""
     processor = PrefactorSpanProcessor(
@@ -296,7 +297,7 @@ async def test_a_pydantic_ai_agent_is_recorded_through_its_instrumentation(
         return f"sunny in {city}"
 
     if sync:
-        result = await asyncio.to_thread(agent.run_sync, "weather?")
+        result = await in_thread(lambda: agent.run_sync("weather?"))
     else:
         result = await agent.run("weather?")
     assert "sunny in a" in result.output

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec
 from uuid import UUID
 
 import aioprefactor
-from aioprefactor import current_instance, current_span
+from aioprefactor import ClientState, current_instance, current_span
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -190,8 +190,16 @@ def _flush_at_exit() -> None:
     # A program that ends right after the framework's work (a script, a worker) still
     # delivers what was recorded, each client within its shutdown_timeout.
     for client in list(_exit_clients):
-        client.flush_sync(client.shutdown_timeout)
-    aioprefactor.flush_sync(EXIT_FLUSH_TIMEOUT)
+        if client.state is not ClientState.CLOSED:
+            _flush_quietly(client.flush_sync, client.shutdown_timeout)
+    _flush_quietly(aioprefactor.flush_sync, EXIT_FLUSH_TIMEOUT)
+
+
+def _flush_quietly(flush: Callable[[float], bool], timeout: float) -> None:
+    try:
+        flush(timeout)
+    except Exception:  # noqa: BLE001 - the program is ending; nothing may break its exit
+        log.debug("aioprefactor: flush at exit failed", exc_info=True)
 
 
 def _flush_at_exit_once(client: Client | None) -> None:
