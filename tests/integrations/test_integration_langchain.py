@@ -12,7 +12,6 @@ import pytest
 if not os.environ.get("CI"):
     pytest.importorskip("langgraph", reason="needs pip install -e '.[test-integrations]'")
 
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake import FakeListLLM
@@ -29,7 +28,7 @@ from aioprefactor.integrations.langchain import PrefactorCallbackHandler
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from langchain_core.callbacks import CallbackManagerForLLMRun
+    from langchain_core.callbacks import CallbackManagerForLLMRun, CallbackManagerForRetrieverRun
     from langgraph.graph.state import CompiledStateGraph
 
     from aioprefactor import Client, InstanceRun
@@ -236,7 +235,7 @@ async def test_a_cancelled_invocation_cancels_its_spans_and_the_run_the_handler_
     task = asyncio.create_task(
         run_graph(handler, "Paris", sync=False, graph=build_graph(sync=False, delay=60))
     )
-    while not prefactor_api.instances() and not task.done():
+    while not prefactor_api.instances() and not task.done():  # noqa: ASYNC110 - the API has no event
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.05)
     task.cancel()

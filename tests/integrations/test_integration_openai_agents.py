@@ -67,6 +67,7 @@ class ScriptedModel(Model):
         self.hand_off_to = hand_off_to
 
     async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        """Answer one turn, as the script says."""
         items = args[1] if len(args) > 1 else kwargs["input"]
         history = [items] if isinstance(items, str) else list(items)
         city = str(history[0] if isinstance(history[0], str) else history[0]["content"])
@@ -94,6 +95,7 @@ class ScriptedModel(Model):
         return ModelResponse(output=output, usage=usage, response_id=None)
 
     def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """Not scripted: these tests do not stream."""
         raise NotImplementedError
 
 

@@ -129,9 +129,9 @@ async def test_genai_spans_nest_by_their_parents_under_the_current_span(
 ) -> None:
     """invoke_agent, chat (through an HTTP span) and execute_tool, with their data and times."""
     tracer = providers(PrefactorSpanProcessor()).get_tracer("test")
-    async with prefactor_client.agent_instance(agent_version=VERSION) as run:
-        async with aioprefactor.span("app:request"):
-            agent_turn(tracer, "Paris")
+    scope = prefactor_client.agent_instance(agent_version=VERSION)
+    async with scope as run, aioprefactor.span("app:request"):
+        agent_turn(tracer, "Paris")
     assert await prefactor_client.flush(timeout=10)
     assert run.id is not None
     assert (

@@ -198,7 +198,7 @@ def _flush_at_exit() -> None:
 def _flush_quietly(flush: Callable[[float], bool], timeout: float) -> None:
     try:
         flush(timeout)
-    except Exception:  # noqa: BLE001 - the program is ending; nothing may break its exit
+    except Exception:
         log.debug("aioprefactor: flush at exit failed", exc_info=True)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,9 +39,11 @@ from aioprefactor.integrations._bridge import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from agents.tracing import Span, Trace
 
-    from aioprefactor import AgentVersion, Client, SpanRun
+    from aioprefactor import AgentVersion, Client, FinishStatus, SpanRun
 
 __all__ = ["PrefactorTracingProcessor", "declare_span_types"]
 
@@ -153,8 +154,8 @@ class PrefactorTracingProcessor(TracingProcessor):
     replace the SDK's export to OpenAI). A trace is recorded in the ``agent_instance`` run
     current where it started, under the current span; with none current and an
     ``agent_version`` given, each trace is a run of its own, finished ``failed`` when an
-    agent (or a top-level span) reported an error and ``complete`` otherwise. Its methods only record
-    and enqueue: none waits for the network, and none raises into the SDK.
+    agent (or a top-level span) reported an error and ``complete`` otherwise. Its methods
+    only record and enqueue: none waits for the network, and none raises into the SDK.
 
     Args:
         client: The client runs of the processor's own are recorded with, and that
@@ -221,7 +222,7 @@ class PrefactorTracingProcessor(TracingProcessor):
             state = self._traces.pop(trace.trace_id, None)
         if state is None:
             return
-        status = "failed" if state.failed else "complete"
+        status: FinishStatus = "failed" if state.failed else "complete"
         if state.span is not None:
             state.span.end(status, ended_at=ended_at)
         state.anchor.end_with_status(status, ended_at)
@@ -229,7 +230,7 @@ class PrefactorTracingProcessor(TracingProcessor):
     @guarded
     def on_span_start(self, span: Span[Any]) -> None:
         """Open a span with the SDK's start time, under its parent or its trace."""
-        if span.span_id == _NO_OP or span.trace_id == _NO_OP:
+        if _NO_OP in (span.span_id, span.trace_id):
             return
         with self._lock:
             parent = self._spans.get(span.parent_id) if span.parent_id else None
@@ -290,7 +291,7 @@ class PrefactorTracingProcessor(TracingProcessor):
         self._runs.flush(timeout if timeout is not None else self._flush_timeout)
 
 
-def _params(kind: str, data: Any) -> dict[str, Any]:
+def _params(kind: str, data: Any) -> dict[str, Any]:  # noqa: PLR0911 - one shape per kind
     exported = _export(data)
     if kind == "agent":
         return drop_none(
@@ -325,7 +326,7 @@ def _params(kind: str, data: Any) -> dict[str, Any]:
     return {"name": kind, "data": json_object(exported)}
 
 
-def _result(kind: str, data: Any) -> dict[str, Any]:
+def _result(kind: str, data: Any) -> dict[str, Any]:  # noqa: PLR0911 - one shape per kind
     exported = _export(data)
     if kind == "generation":
         return drop_none(

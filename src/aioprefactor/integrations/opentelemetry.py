@@ -231,7 +231,8 @@ class PrefactorSpanProcessor(SpanProcessor):
                 started_at=from_epoch_ns(span.start_time),
             )
         status, failure = _status(span)
-        later = _params(span, attributes.get(OPERATION, ""), attributes)
+        operation = attributes.get(OPERATION)
+        later = _params(span, operation if isinstance(operation, str) else "", attributes)
         result = (
             {k: v for k, v in later.items() if k != "attributes" and k not in opened.payload}
             | _result(attributes, tracked.attributes)
@@ -259,6 +260,8 @@ class PrefactorSpanProcessor(SpanProcessor):
     ) -> _Tracked:
         started_at = from_epoch_ns(span.start_time) or utc_now()
         anchor = None
+        host: SpanRun | None
+        run: InstanceRun | None
         if parent is not None and parent.run is not None:
             host, run = parent.host, parent.run
         else:
