@@ -8,20 +8,18 @@ ends it with the status the root's ending implies.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import enum
 import functools
 import logging
 import math
-import weakref
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Final, ParamSpec
 from uuid import UUID
 
 import aioprefactor
-from aioprefactor import ClientState, current_instance, current_span
+from aioprefactor import current_instance, current_span
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,7 +34,6 @@ MAX_DEPTH: Final = 12
 MAX_ITEMS: Final = 500
 MAX_TEXT: Final = 16_000
 _MAX_INT: Final = 2**63 - 1
-EXIT_FLUSH_TIMEOUT: Final = 5.0  # seconds the default client gets at exit (its own default)
 _CANCELLATION_NAMES: Final = frozenset(
     {"CancelledError", "KeyboardInterrupt", "GeneratorExit", "asyncio.CancelledError"}
     | {"asyncio.exceptions.CancelledError", "concurrent.futures._base.CancelledError"}
@@ -182,34 +179,6 @@ class Anchor:
             self.run.end(status, ended_at=ended_at)
 
 
-_exit_clients: weakref.WeakSet[Client] = weakref.WeakSet()
-_exit_hooked: list[bool] = []
-
-
-def _flush_at_exit() -> None:
-    # A program that ends right after the framework's work (a script, a worker) still
-    # delivers what was recorded, each client within its shutdown_timeout.
-    for client in list(_exit_clients):
-        if client.state is not ClientState.CLOSED:
-            _flush_quietly(client.flush_sync, client.shutdown_timeout)
-    _flush_quietly(aioprefactor.flush_sync, EXIT_FLUSH_TIMEOUT)
-
-
-def _flush_quietly(flush: Callable[[float], bool], timeout: float) -> None:
-    try:
-        flush(timeout)
-    except Exception:
-        log.debug("aioprefactor: flush at exit failed", exc_info=True)
-
-
-def _flush_at_exit_once(client: Client | None) -> None:
-    if client is not None:
-        _exit_clients.add(client)
-    if not _exit_hooked:
-        _exit_hooked.append(True)
-        atexit.register(_flush_at_exit)
-
-
 class RunSource:
     """Finds the run a root is recorded in: the current one, or a new one of its own."""
 
@@ -232,7 +201,6 @@ class RunSource:
                 )
         elif agent_id is not None:
             raise TypeError("agent_id needs an agent_version to open runs")
-        _flush_at_exit_once(client)
 
     def anchor_here(self, started_at: datetime, *, own: bool = True) -> Anchor:
         """Return the anchor for a root starting now, in the caller's context.
