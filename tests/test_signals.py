@@ -1,0 +1,385 @@
+"""handle_signals(): SIGTERM takes Ctrl-C's path, so a stopped process records truthfully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import textwrap
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from aioprefactor._runs.signals import SignalInterrupt, handle_signals
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+    from pathlib import Path
+    from types import FrameType, TracebackType
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_state() -> Iterator[None]:
+    """Leave SIGTERM, SIGINT and sys.excepthook as each test found them."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    hook = sys.excepthook
+    yield
+    for sig, handler in handlers.items():
+        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    sys.excepthook = hook
+
+
+def recording_handler(seen: list[int]) -> Callable[[int, FrameType | None], None]:
+    """A signal handler that records the signals it gets."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        seen.append(signum)
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("signals", "error", "message"),
+    [
+        (signal.SIGTERM, TypeError, "iterable of signal numbers"),
+        ("SIGTERM", TypeError, "iterable of signal numbers"),
+        (["SIGTERM"], TypeError, "signal numbers, such as signal.SIGTERM, not 'SIGTERM'"),
+        ([True], TypeError, "not True"),
+        ([], ValueError, "no signals given"),
+        ([999], ValueError, "999 is not a signal"),
+        ([signal.SIGKILL], ValueError, "SIGKILL cannot be caught"),
+    ],
+)
+def test_bad_signals_are_refused_before_anything_is_installed(
+    signals: Any, error: type[Exception], message: str
+) -> None:
+    """A bad argument is a clear TypeError or ValueError, and no handler changes."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(error, match=message):
+        handle_signals(signals)
+    assert before is signal.getsignal(signal.SIGTERM)
+
+
+def test_calling_from_another_thread_is_a_runtime_error() -> None:
+    """Only the main thread may install signal handlers: a clear RuntimeError elsewhere."""
+    errors: list[BaseException] = []
+
+    def install() -> None:
+        try:
+            handle_signals()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=install)
+    thread.start()
+    thread.join()
+    assert 1 == len(errors)
+    assert "must be called from the main thread" in str(errors[0])
+
+
+def test_restore_puts_back_the_previous_handler() -> None:
+    """The returned function reinstates the handler found before the first call."""
+    seen: list[int] = []
+    previous = recording_handler(seen)
+    signal.signal(signal.SIGTERM, previous)
+    restore = handle_signals()
+    assert previous is not signal.getsignal(signal.SIGTERM)
+    restore()
+    assert previous is signal.getsignal(signal.SIGTERM)
+    signal.raise_signal(signal.SIGTERM)
+    assert [signal.SIGTERM] == seen
+
+
+def test_calling_twice_installs_once() -> None:
+    """A second call keeps the first handler and the handler it replaced."""
+    seen: list[int] = []
+    previous = recording_handler(seen)
+    signal.signal(signal.SIGTERM, previous)
+    restore = handle_signals()
+    installed = signal.getsignal(signal.SIGTERM)
+    assert restore == handle_signals((signal.SIGTERM,))
+    assert installed is signal.getsignal(signal.SIGTERM)
+    restore()
+    assert previous is signal.getsignal(signal.SIGTERM)
+
+
+def test_a_second_call_adds_signals_and_one_restore_undoes_all() -> None:
+    """Signals added by a later call are restored by the same function."""
+    restore = handle_signals()
+    handle_signals((signal.SIGINT,))
+    assert signal.getsignal(signal.SIGTERM) is signal.getsignal(signal.SIGINT)
+    restore()
+    assert signal.SIG_DFL == signal.getsignal(signal.SIGTERM)
+    assert signal.default_int_handler is signal.getsignal(signal.SIGINT)
+
+
+def test_restore_leaves_a_handler_installed_later_alone() -> None:
+    """Restoring never removes a handler someone else installed afterwards."""
+    restore = handle_signals()
+    later = recording_handler([])
+    signal.signal(signal.SIGTERM, later)
+    restore()
+    assert later is signal.getsignal(signal.SIGTERM)
+
+
+def test_restore_twice_does_nothing_more() -> None:
+    """A second restore is harmless, and handle_signals() can install again afterwards."""
+    restore = handle_signals()
+    restore()
+    restore()
+    assert signal.SIG_DFL == signal.getsignal(signal.SIGTERM)
+    again = handle_signals()
+    assert signal.SIG_DFL != signal.getsignal(signal.SIGTERM)
+    again()
+
+
+def test_a_signal_in_sync_code_raises_a_keyboard_interrupt() -> None:
+    """SIGTERM raises SignalInterrupt, a KeyboardInterrupt carrying the signal and exit code."""
+    restore = handle_signals()
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            signal.raise_signal(signal.SIGTERM)
+    finally:
+        restore()
+    assert isinstance(caught.value, SignalInterrupt)
+    assert signal.SIGTERM == caught.value.signum
+    assert 143 == caught.value.exit_code
+    assert "stopped by SIGTERM" == str(caught.value)
+
+
+def test_after_a_signal_the_exception_hook_exits_with_the_signal_code() -> None:
+    """An uncaught SignalInterrupt becomes SystemExit(128 + signum); others reach the old hook."""
+    seen: list[type[BaseException]] = []
+
+    def previous(
+        exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        seen.append(exc_type)
+
+    sys.excepthook = previous
+    restore = handle_signals()
+    with pytest.raises(SignalInterrupt) as caught:
+        signal.raise_signal(signal.SIGTERM)
+    hook = sys.excepthook
+    with pytest.raises(SystemExit) as exiting:
+        hook(SignalInterrupt, caught.value, None)
+    assert 143 == exiting.value.code
+    failure = ValueError("other")
+    hook(ValueError, failure, None)
+    assert [ValueError] == seen
+    restore()
+    assert previous is sys.excepthook
+
+
+def test_signal_interrupt_survives_pickling() -> None:
+    """The exception pickles (multiprocessing carries exceptions so)."""
+    import pickle  # noqa: PLC0415 - only this test pickles
+
+    copy = pickle.loads(pickle.dumps(SignalInterrupt(signal.SIGINT)))  # noqa: S301 - our own bytes
+    assert signal.SIGINT == copy.signum
+    assert 130 == copy.exit_code
+
+
+# The mechanism, in child processes: nothing below needs the API.
+
+
+class Process:
+    """A child process whose output is read line by line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+
+    async def wait_for_line(self, expected: str) -> None:
+        """Read output until a line equals ``expected``."""
+        assert self.process.stdout is not None
+        async with asyncio.timeout(60):
+            while expected not in self.lines:
+                line = await self.process.stdout.readline()
+                if not line:
+                    stderr = await self.process.stderr.read() if self.process.stderr else b""
+                    pytest.fail(f"the script ended before printing {expected!r}: {stderr!r}")
+                self.lines.append(line.decode().rstrip("\n"))
+
+    async def signal_and_wait(self, *signals: int) -> tuple[int, str]:
+        """Send the signals in turn, each after the next ``ready N``, then wait for the end."""
+        for index, signum in enumerate(signals):
+            if index:
+                await self.wait_for_line(f"ready {index}")
+            self.process.send_signal(signum)
+        async with asyncio.timeout(60):
+            stdout, stderr = await self.process.communicate()
+        self.lines.extend(stdout.decode().splitlines())
+        assert self.process.returncode is not None
+        return self.process.returncode, stderr.decode()
+
+    async def stop(self) -> None:
+        """Kill the process if it still runs (a failed test must not leave it behind)."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+        await self.process.wait()
+
+
+class Scripts:
+    """Starts Python scripts, written into a directory, in child processes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[Process] = []
+
+    def write(self, source: str) -> Path:
+        """Write a script into the directory."""
+        path = self.directory / f"script{len(self.started)}.py"
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    async def start(self, source: str, env: dict[str, str] | None = None) -> Process:
+        """Start a script and wait until it prints ``ready``."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-W",
+            "error",
+            str(self.write(source)),
+            env={**os.environ, **(env or {})},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        child = Process(process)
+        self.started.append(child)
+        await child.wait_for_line("ready")
+        return child
+
+
+@pytest.fixture
+async def scripts(tmp_path: Path) -> AsyncIterator[Scripts]:
+    """Start scripts in child processes; any still running afterwards are killed."""
+    runner = Scripts(tmp_path)
+    yield runner
+    for child in runner.started:
+        await child.stop()
+
+
+SYNC_MECHANISM = """
+    import atexit, time
+    from aioprefactor._runs.signals import handle_signals
+
+    atexit.register(lambda: print("atexit ran", flush=True))
+    handle_signals()
+    try:
+        print("ready", flush=True)
+        time.sleep(60)
+    finally:
+        print("finally ran", flush=True)
+"""
+
+
+async def test_sync_script_unwinds_and_exits_with_128_plus_signum(scripts: Scripts) -> None:
+    """SIGTERM in sync code: finally blocks and atexit run, the exit code is 143, no traceback."""
+    child = await scripts.start(SYNC_MECHANISM)
+    code, stderr = await child.signal_and_wait(signal.SIGTERM)
+    assert (143, "") == (code, stderr)
+    assert ["ready", "finally ran", "atexit ran"] == child.lines
+
+
+ASYNC_MECHANISM = """
+    import asyncio, atexit
+    from aioprefactor._runs.signals import handle_signals
+
+    atexit.register(lambda: print("atexit ran", flush=True))
+
+    async def main():
+        handle_signals()
+        try:
+            print("ready", flush=True)
+            await asyncio.sleep(60)
+        except asyncio.CancelledError as cancel:
+            print(f"cancelled: {cancel}", flush=True)
+            raise
+        finally:
+            print("finally ran", flush=True)
+
+    asyncio.run(main())
+"""
+
+
+async def test_asyncio_main_task_is_cancelled_and_exits_with_128_plus_signum(
+    scripts: Scripts,
+) -> None:
+    """SIGTERM in asyncio: the main task is cancelled, unwinds, and the exit code is 143."""
+    child = await scripts.start(ASYNC_MECHANISM)
+    code, stderr = await child.signal_and_wait(signal.SIGTERM)
+    assert (143, "") == (code, stderr)
+    expected = ["ready", "cancelled: stopped by SIGTERM", "finally ran", "atexit ran"]
+    assert expected == child.lines
+
+
+STUBBORN = """
+    import asyncio
+    from aioprefactor._runs.signals import handle_signals
+
+    async def main():
+        handle_signals()
+        print("ready", flush=True)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            print("ready 1", flush=True)
+            await asyncio.sleep(60)  # ignores the first stop
+
+    asyncio.run(main())
+"""
+
+
+async def test_a_second_signal_stops_a_task_that_ignored_the_first(scripts: Scripts) -> None:
+    """As with a second Ctrl-C, a second SIGTERM interrupts at once."""
+    child = await scripts.start(STUBBORN)
+    code, stderr = await child.signal_and_wait(signal.SIGTERM, signal.SIGTERM)
+    assert (143, "") == (code, stderr)
+
+
+SIGINT_TOO = """
+    import time
+    import signal
+    from aioprefactor._runs.signals import handle_signals
+
+    handle_signals((signal.SIGTERM, signal.SIGINT))
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+async def test_sigint_when_handled_exits_with_130(scripts: Scripts) -> None:
+    """SIGINT, when chosen, ends with 128 + 2 instead of re-raising SIGINT."""
+    child = await scripts.start(SIGINT_TOO)
+    code, stderr = await child.signal_and_wait(signal.SIGINT)
+    assert (130, "") == (code, stderr)
+
+
+DURING_EXIT = """
+    import atexit, time
+    from aioprefactor._runs.signals import handle_signals
+
+    def slow_flush():
+        print("ready", flush=True)
+        time.sleep(1)
+        print("flush done", flush=True)
+
+    handle_signals()
+    atexit.register(slow_flush)
+"""
+
+
+async def test_a_signal_while_the_interpreter_exits_does_not_cut_the_exit_short(
+    scripts: Scripts,
+) -> None:
+    """SIGTERM arriving during the atexit flush is ignored: the flush finishes, exit code 0."""
+    child = await scripts.start(DURING_EXIT)
+    code, stderr = await child.signal_and_wait(signal.SIGTERM)
+    assert (0, "") == (code, stderr)
+    assert ["ready", "flush done"] == child.lines
