@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import signal
 import sys
-import textwrap
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +12,10 @@ import pytest
 from aioprefactor._runs.signals import SignalInterrupt, handle_signals
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
-    from pathlib import Path
+    from collections.abc import Callable, Iterator
     from types import FrameType, TracebackType
+
+    from tests.conftest import Scripts
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -188,83 +185,6 @@ def test_signal_interrupt_survives_pickling() -> None:
 # The mechanism, in child processes: nothing below needs the API.
 
 
-class Process:
-    """A child process whose output is read line by line."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-
-    async def wait_for_line(self, expected: str) -> None:
-        """Read output until a line equals ``expected``."""
-        assert self.process.stdout is not None
-        async with asyncio.timeout(60):
-            while expected not in self.lines:
-                line = await self.process.stdout.readline()
-                if not line:
-                    stderr = await self.process.stderr.read() if self.process.stderr else b""
-                    pytest.fail(f"the script ended before printing {expected!r}: {stderr!r}")
-                self.lines.append(line.decode().rstrip("\n"))
-
-    async def signal_and_wait(self, *signals: int) -> tuple[int, str]:
-        """Send the signals in turn, each after the next ``ready N``, then wait for the end."""
-        for index, signum in enumerate(signals):
-            if index:
-                await self.wait_for_line(f"ready {index}")
-            self.process.send_signal(signum)
-        async with asyncio.timeout(60):
-            stdout, stderr = await self.process.communicate()
-        self.lines.extend(stdout.decode().splitlines())
-        assert self.process.returncode is not None
-        return self.process.returncode, stderr.decode()
-
-    async def stop(self) -> None:
-        """Kill the process if it still runs (a failed test must not leave it behind)."""
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-        await self.process.wait()
-
-
-class Scripts:
-    """Starts Python scripts, written into a directory, in child processes."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.started: list[Process] = []
-
-    def write(self, source: str) -> Path:
-        """Write a script into the directory."""
-        path = self.directory / f"script{len(self.started)}.py"
-        path.write_text(textwrap.dedent(source))
-        return path
-
-    async def start(self, source: str, env: dict[str, str] | None = None) -> Process:
-        """Start a script and wait until it prints ``ready``."""
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-W",
-            "error",
-            str(self.write(source)),
-            env={**os.environ, **(env or {})},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        child = Process(process)
-        self.started.append(child)
-        await child.wait_for_line("ready")
-        return child
-
-
-@pytest.fixture
-async def scripts(tmp_path: Path) -> AsyncIterator[Scripts]:
-    """Start scripts in child processes; any still running afterwards are killed."""
-    runner = Scripts(tmp_path)
-    yield runner
-    for child in runner.started:
-        await child.stop()
-
-
 SYNC_MECHANISM = """
     import atexit, time
     from aioprefactor._runs.signals import handle_signals
@@ -282,7 +202,8 @@ SYNC_MECHANISM = """
 async def test_sync_script_unwinds_and_exits_with_128_plus_signum(scripts: Scripts) -> None:
     """SIGTERM in sync code: finally blocks and atexit run, the exit code is 143, no traceback."""
     child = await scripts.start(SYNC_MECHANISM)
-    code, stderr = await child.signal_and_wait(signal.SIGTERM)
+    await child.signal(signal.SIGTERM)
+    code, stderr = await child.wait(), child.stderr
     assert (143, "") == (code, stderr)
     assert ["ready", "finally ran", "atexit ran"] == child.lines
 
@@ -313,7 +234,8 @@ async def test_asyncio_main_task_is_cancelled_and_exits_with_128_plus_signum(
 ) -> None:
     """SIGTERM in asyncio: the main task is cancelled, unwinds, and the exit code is 143."""
     child = await scripts.start(ASYNC_MECHANISM)
-    code, stderr = await child.signal_and_wait(signal.SIGTERM)
+    await child.signal(signal.SIGTERM)
+    code, stderr = await child.wait(), child.stderr
     assert (143, "") == (code, stderr)
     expected = ["ready", "cancelled: stopped by SIGTERM", "finally ran", "atexit ran"]
     assert expected == child.lines
@@ -339,7 +261,8 @@ STUBBORN = """
 async def test_a_second_signal_stops_a_task_that_ignored_the_first(scripts: Scripts) -> None:
     """As with a second Ctrl-C, a second SIGTERM interrupts at once."""
     child = await scripts.start(STUBBORN)
-    code, stderr = await child.signal_and_wait(signal.SIGTERM, signal.SIGTERM)
+    await child.signal(signal.SIGTERM, signal.SIGTERM)
+    code, stderr = await child.wait(), child.stderr
     assert (143, "") == (code, stderr)
 
 
@@ -357,7 +280,8 @@ SIGINT_TOO = """
 async def test_sigint_when_handled_exits_with_130(scripts: Scripts) -> None:
     """SIGINT, when chosen, ends with 128 + 2 instead of re-raising SIGINT."""
     child = await scripts.start(SIGINT_TOO)
-    code, stderr = await child.signal_and_wait(signal.SIGINT)
+    await child.signal(signal.SIGINT)
+    code, stderr = await child.wait(), child.stderr
     assert (130, "") == (code, stderr)
 
 
@@ -380,6 +304,7 @@ async def test_a_signal_while_the_interpreter_exits_does_not_cut_the_exit_short(
 ) -> None:
     """SIGTERM arriving during the atexit flush is ignored: the flush finishes, exit code 0."""
     child = await scripts.start(DURING_EXIT)
-    code, stderr = await child.signal_and_wait(signal.SIGTERM)
+    await child.signal(signal.SIGTERM)
+    code, stderr = await child.wait(), child.stderr
     assert (0, "") == (code, stderr)
     assert ["ready", "flush done"] == child.lines
