@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import logging
 import threading
-from typing import TYPE_CHECKING
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from aioprefactor import span
 from aioprefactor._runs.threads import ContextThreadPoolExecutor, wrap
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
+
+    from aioprefactor import Client, InstanceRun
+    from aioprefactor.testing import LocalPrefactor
 
 VALUE: contextvars.ContextVar[str] = contextvars.ContextVar("test_threads_value", default="unset")
 
@@ -199,3 +206,183 @@ def test_map_passes_its_options_through() -> None:
         assert ["m1", "m2"] == list(pool.map(read, ["1", "2"], timeout=30, chunksize=2))
         with pytest.raises(TypeError):
             pool.map(read, ["1"], no_such_option=True)
+
+
+# With runs: spans opened in threads nest under the run and span current where the work
+# was handed over.
+
+VERSION: dict[str, Any] = {"name": "Threaded agent", "external_identifier": "1.0.0"}
+
+
+def tree(api: LocalPrefactor, instance_id: str | None) -> list[tuple[str, str, str | None]]:
+    """The instance's spans in creation order: (name, status, parent's name)."""
+    assert instance_id is not None
+    spans = api.spans(instance_id)
+    names = {one["id"]: one["schema_name"] for one in spans}
+    return [(one["schema_name"], one["status"], names.get(one["parent_span_id"])) for one in spans]
+
+
+def tool(n: int) -> int:
+    """A sync tool that records a span."""
+    with span("agent:tool", payload={"n": n}) as step:
+        step.set_result({"double": 2 * n})
+        return 2 * n
+
+
+async def test_eight_threads_each_record_their_own_run_at_once(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """Eight threads, eight runs in flight together: all recorded, no span in another's tree."""
+    barrier = threading.Barrier(8)
+    runs: dict[int, InstanceRun] = {}
+
+    def agent(index: int) -> None:
+        with prefactor_client.agent_instance(agent_id="threads", agent_version=VERSION) as run:
+            runs[index] = run
+            with span("agent:outer", payload={"thread": index}):
+                barrier.wait(timeout=30)  # every run is open at once
+                with span("agent:inner", payload={"thread": index}):
+                    barrier.wait(timeout=30)
+
+    def start_all() -> None:
+        threads = [threading.Thread(target=agent, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    await asyncio.to_thread(start_all)
+    assert await prefactor_client.flush(timeout=10)
+    assert 8 == len({run.id for run in runs.values()})
+    for index, run in runs.items():
+        assert run.id is not None
+        assert "complete" == prefactor_api.instance(run.id)["status"]
+        assert [
+            ("agent:outer", "complete", None),
+            ("agent:inner", "complete", "agent:outer"),
+        ] == tree(prefactor_api, run.id)
+        assert [{"thread": index}] * 2 == [one["payload"] for one in prefactor_api.spans(run.id)]
+
+
+async def test_to_thread_spans_nest_under_the_current_span(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """A span opened in asyncio.to_thread is a child of the span awaiting it."""
+    scope = prefactor_client.agent_instance(agent_id="threads", agent_version=VERSION)
+    async with scope as run, span("agent:outer"):
+        assert [2, 4] == [await asyncio.to_thread(tool, n) for n in (1, 2)]
+    assert await prefactor_client.flush(timeout=10)
+    assert [
+        ("agent:outer", "complete", None),
+        ("agent:tool", "complete", "agent:outer"),
+        ("agent:tool", "complete", "agent:outer"),
+    ] == tree(prefactor_api, run.id)
+
+
+async def test_executor_spans_nest_under_the_submitters_span(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """ContextThreadPoolExecutor's submit and map: every call's span nests under the fan-out."""
+
+    def fan_out() -> InstanceRun:
+        with (
+            prefactor_client.agent_instance(agent_id="threads", agent_version=VERSION) as run,
+            span("agent:fan-out"),
+            ContextThreadPoolExecutor(max_workers=4) as pool,
+        ):
+            assert [0, 2, 4, 6] == list(pool.map(tool, range(4)))
+            assert 8 == pool.submit(tool, 4).result()
+        return run
+
+    run = await asyncio.to_thread(fan_out)
+    assert await prefactor_client.flush(timeout=10)
+    spans = tree(prefactor_api, run.id)
+    assert ("agent:fan-out", "complete", None) == spans[0]
+    assert [("agent:tool", "complete", "agent:fan-out")] * 5 == spans[1:]
+    results = [one["result_payload"] for one in prefactor_api.spans(run.id)[1:]]
+    assert [{"double": 2 * n} for n in range(5)] == sorted(results, key=lambda r: r["double"])
+
+
+async def test_wrapped_calls_nest_in_run_in_executor_and_threads(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """wrap() carries the span into loop.run_in_executor and into a threading.Thread."""
+    loop = asyncio.get_running_loop()
+    async with prefactor_client.agent_instance(agent_id="threads", agent_version=VERSION) as run:
+        async with span("agent:executor"):
+            assert 2 == await loop.run_in_executor(None, wrap(tool), 1)
+        async with span("agent:thread"):
+            thread = threading.Thread(target=wrap(tool), args=(2,))
+            thread.start()
+            await asyncio.to_thread(thread.join)
+    assert await prefactor_client.flush(timeout=10)
+    assert [
+        ("agent:executor", "complete", None),
+        ("agent:tool", "complete", "agent:executor"),
+        ("agent:thread", "complete", None),
+        ("agent:tool", "complete", "agent:thread"),
+    ] == tree(prefactor_api, run.id)
+
+
+def opened_outside_a_run(n: int) -> None:
+    """Open a span with no current run (one call site)."""
+    with span("agent:stray", payload={"n": n}):
+        pass
+
+
+def opened_elsewhere() -> None:
+    """Open a span with no current run (another call site)."""
+    with span("agent:stray"):
+        pass
+
+
+async def test_a_span_in_a_thread_without_a_run_warns_once_per_call_site(
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plain executor loses the run: its spans record nothing and warn once per call site."""
+    caplog.set_level(logging.WARNING, logger="aioprefactor")
+    async with prefactor_client.agent_instance(agent_id="threads", agent_version=VERSION) as run:
+        with ThreadPoolExecutor(max_workers=2) as pool:  # no context carried
+            for n in range(3):
+                pool.submit(opened_outside_a_run, n).result()
+            pool.submit(opened_elsewhere).result()
+            pool.submit(opened_elsewhere).result()
+    assert await prefactor_client.flush(timeout=10)
+    warnings = [r for r in caplog.records if r.name == "aioprefactor" and r.levelno >= 30]
+    assert 2 == len(warnings), [r.getMessage() for r in warnings]
+    assert [] == tree(prefactor_api, run.id)
+
+
+async def test_a_worker_thread_with_its_own_event_loop_records_under_its_run(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """asyncio.run in a worker thread, inside a sync run: its spans nest, nothing is raised."""
+
+    async def steps() -> None:
+        async with span("agent:async"):
+            await asyncio.gather(*(asyncio.to_thread(tool, n) for n in range(2)))
+
+    def worker() -> InstanceRun:
+        with (
+            prefactor_client.agent_instance(agent_id="threads", agent_version=VERSION) as run,
+            span("agent:sync"),
+        ):
+            asyncio.run(steps())
+            asyncio.run(steps())  # a second loop in the same run
+        return run
+
+    run = await asyncio.to_thread(worker)
+    assert await prefactor_client.flush(timeout=10)
+    assert "complete" == prefactor_api.instance(str(run.id))["status"]
+    assert Counter(
+        {
+            ("agent:sync", "complete", None): 1,
+            ("agent:async", "complete", "agent:sync"): 2,
+            ("agent:tool", "complete", "agent:async"): 4,
+        }
+    ) == Counter(tree(prefactor_api, run.id))
+    spans = prefactor_api.spans(run.id)
+    parents = Counter(one["parent_span_id"] for one in spans if one["schema_name"] == "agent:tool")
+    assert [2, 2] == list(parents.values())
