@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
     from tests.conftest import Scripts
 
+    from aioprefactor.testing import LocalPrefactor
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
@@ -308,3 +310,98 @@ async def test_a_signal_while_the_interpreter_exits_does_not_cut_the_exit_short(
     code, stderr = await child.wait(), child.stderr
     assert (0, "") == (code, stderr)
     assert ["ready", "flush done"] == child.lines
+
+
+# With runs: a stopped process records its runs truthfully.
+
+
+def tree(api: LocalPrefactor, instance_id: str) -> list[tuple[str, str, str | None]]:
+    """The instance's spans in creation order: (name, status, parent's name)."""
+    spans = api.spans(instance_id)
+    names = {one["id"]: one["schema_name"] for one in spans}
+    return [(one["schema_name"], one["status"], names.get(one["parent_span_id"])) for one in spans]
+
+
+SYNC_AGENT = """
+    import time
+    import aioprefactor
+    from aioprefactor import span
+    from aioprefactor._runs.signals import handle_signals
+
+    handle_signals()
+    with aioprefactor.agent_instance(
+        agent_id="sync", agent_version={"name": "S", "external_identifier": "1"}
+    ):
+        for n in range(3):
+            with span("agent:done", payload={"n": n}):
+                pass
+        with span("agent:outer"), span("agent:inner"):
+            print("ready", flush=True)
+            time.sleep(60)
+"""
+
+ASYNC_AGENT = """
+    import asyncio
+    import aioprefactor
+    from aioprefactor import span
+    from aioprefactor._runs.signals import handle_signals
+
+    async def worker():
+        async with span("agent:worker"):
+            await asyncio.sleep(60)
+
+    async def main():
+        handle_signals()
+        async with aioprefactor.agent_instance(
+            agent_id="async", agent_version={"name": "A", "external_identifier": "1"}
+        ):
+            for n in range(3):
+                async with span("agent:done", payload={"n": n}):
+                    pass
+            async with span("agent:outer"), asyncio.TaskGroup() as group:
+                group.create_task(worker())
+                async with span("agent:inner"):
+                    await asyncio.sleep(0.05)
+                    print("ready", flush=True)
+                    await asyncio.sleep(60)
+
+    asyncio.run(main())
+"""
+
+
+async def test_sigterm_in_a_sync_agent_records_cancelled_and_exits_143(
+    prefactor_api: LocalPrefactor, scripts: Scripts
+) -> None:
+    """Docker stop on a sync agent: run and open spans cancelled, finished ones kept, 143."""
+    child = await scripts.start(SYNC_AGENT, prefactor_api)
+    await child.signal(signal.SIGTERM)
+    assert 143 == await child.wait(), child.stderr
+    assert "" == child.stderr
+    (instance,) = prefactor_api.instances()
+    assert "cancelled" == instance["status"]
+    assert [
+        *[("agent:done", "complete", None)] * 3,
+        ("agent:outer", "cancelled", None),
+        ("agent:inner", "cancelled", "agent:outer"),
+    ] == tree(prefactor_api, instance["id"])
+    assert all(one["finished_at"] for one in prefactor_api.spans(instance["id"]))
+
+
+async def test_sigterm_in_an_asyncio_agent_records_cancelled_and_exits_143(
+    prefactor_api: LocalPrefactor, scripts: Scripts
+) -> None:
+    """Docker stop on an asyncio agent: main task cancelled, every span finished, 143."""
+    child = await scripts.start(ASYNC_AGENT, prefactor_api)
+    await child.signal(signal.SIGTERM)
+    assert 143 == await child.wait(), child.stderr
+    assert "" == child.stderr
+    (instance,) = prefactor_api.instances()
+    assert "cancelled" == instance["status"]
+    spans = tree(prefactor_api, instance["id"])
+    assert [("agent:done", "complete", None)] * 3 == spans[:3]
+    assert [
+        ("agent:inner", "cancelled", "agent:outer"),
+        ("agent:outer", "cancelled", None),
+        ("agent:worker", "cancelled", "agent:outer"),
+    ] == sorted(spans[3:], key=str)
+    assert all(one["finished_at"] for one in prefactor_api.spans(instance["id"]))
