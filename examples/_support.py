@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from contextlib import asynccontextmanager
+import threading
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
 from aioprefactor.testing import LocalPrefactor
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
 
 @asynccontextmanager
@@ -22,6 +24,28 @@ async def api_endpoint() -> AsyncIterator[tuple[str, str]]:
     async with LocalPrefactor() as api:
         print(f"(no PREFACTOR_API_URL set: using a local API at {api.url})\n")
         yield api.url, api.token
+
+
+@contextmanager
+def api_endpoint_sync() -> Iterator[tuple[str, str]]:
+    """Like :func:`api_endpoint`, for sync programs: a local API is served from a thread."""
+    url = os.environ.get("PREFACTOR_API_URL")
+    if url:
+        yield url, os.environ.get("PREFACTOR_API_TOKEN", "")
+        return
+    loop = asyncio.new_event_loop()
+    server = threading.Thread(target=loop.run_forever, name="local-api", daemon=True)
+    server.start()
+    api = LocalPrefactor()
+    try:
+        asyncio.run_coroutine_threadsafe(api.start(), loop).result()
+        print(f"(no PREFACTOR_API_URL set: using a local API at {api.url})\n")
+        yield api.url, api.token
+    finally:
+        asyncio.run_coroutine_threadsafe(api.stop(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        server.join()
+        loop.close()
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
