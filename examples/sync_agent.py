@@ -4,8 +4,8 @@ Each question is answered in a run (``with agent_instance(...)``): a plan, three
 fanned out over a ``ContextThreadPoolExecutor``, then an answer. Every step is a span;
 the searches run in pool threads yet nest under the fan-out span, because the executor
 carries the context into them. Nothing here waits for the API: a background thread
-delivers, and ``shutdown_sync()`` sends what is left before the program ends (the exit
-would too). Then the runs are printed as the API recorded them.
+delivers, ``flush_sync()`` waits for it before the runs are read back and printed, and
+``shutdown_sync()`` closes the default client (the program's exit would do both).
 
 Run it with ``python examples/sync_agent.py``. It talks to ``PREFACTOR_API_URL`` (with
 ``PREFACTOR_API_TOKEN``) when set, and otherwise to a local API it starts itself.
@@ -80,11 +80,12 @@ def main() -> None:
         aioprefactor.configure(url, token)
         print("Answers:")
         runs = [handle(question) for question in QUESTIONS]
-        delivered = aioprefactor.shutdown_sync(timeout=10)
+        delivered = aioprefactor.flush_sync(timeout=10)
         print(f"\nEverything delivered: {delivered}\n")
         print(table(["instance", "status", "spans"], asyncio.run(recorded(url, token, runs))))
         print("\nWhere the searches ran:\n")
         print(table(["thread", "nested under"], [list(place) for place in sorted(PLACES)]))
+        aioprefactor.shutdown_sync(timeout=10)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -27,12 +28,14 @@ if TYPE_CHECKING:
 VERSION: dict[str, Any] = {"name": "Sync agent", "external_identifier": "1.0.0"}
 
 
-def tree(api: LocalPrefactor, instance_id: str | None) -> list[tuple[str, str, str | None]]:
-    """The instance's spans in creation order: (name, status, parent's name)."""
+def tree(api: LocalPrefactor, instance_id: str | None) -> Counter[tuple[str, str, str | None]]:
+    """Count the instance's spans by (name, status, parent's name), in any delivery order."""
     assert instance_id is not None
     spans = api.spans(instance_id)
     names = {one["id"]: one["schema_name"] for one in spans}
-    return [(one["schema_name"], one["status"], names.get(one["parent_span_id"])) for one in spans]
+    return Counter(
+        (one["schema_name"], one["status"], names.get(one["parent_span_id"])) for one in spans
+    )
 
 
 async def status_of(api: LocalPrefactor, client: Client, run: InstanceRun) -> str:
@@ -62,11 +65,14 @@ async def test_sync_block_records_a_run_with_nested_spans(
 
     run = await asyncio.to_thread(agent)
     assert "complete" == await status_of(prefactor_api, prefactor_client, run)
-    assert [
-        ("agent:outer", "complete", None),
-        ("agent:inner", "complete", "agent:outer"),
-    ] == tree(prefactor_api, run.id)
-    outer, inner = prefactor_api.spans(run.id)
+    assert Counter(
+        [
+            ("agent:outer", "complete", None),
+            ("agent:inner", "complete", "agent:outer"),
+        ]
+    ) == tree(prefactor_api, run.id)
+    spans = {one["schema_name"]: one for one in prefactor_api.spans(run.id)}
+    outer, inner = spans["agent:outer"], spans["agent:inner"]
     assert {"step": 1} == outer["payload"]
     assert {"answer": 42} == inner["result_payload"]
 
@@ -104,10 +110,12 @@ async def test_sync_block_status_follows_how_it_ended(
 
     run = await asyncio.to_thread(agent)
     assert expected == await status_of(prefactor_api, prefactor_client, run)
-    assert [
-        ("agent:outer", expected, None),
-        ("agent:inner", expected, "agent:outer"),
-    ] == tree(prefactor_api, run.id)
+    assert Counter(
+        [
+            ("agent:outer", expected, None),
+            ("agent:inner", expected, "agent:outer"),
+        ]
+    ) == tree(prefactor_api, run.id)
 
 
 class Agent:
@@ -163,7 +171,7 @@ async def test_decorated_def_keeps_its_signature_and_records_a_run_per_call(
     instances = prefactor_api.instances()
     assert ["complete", "complete"] == [one["status"] for one in instances]
     for instance in instances:
-        assert [("agent:llm", "complete", None)] == tree(prefactor_api, instance["id"])
+        assert Counter([("agent:llm", "complete", None)]) == tree(prefactor_api, instance["id"])
 
 
 async def test_decorated_methods_record_their_spans_under_the_run(
@@ -175,7 +183,7 @@ async def test_decorated_methods_record_their_spans_under_the_run(
     assert "q 0 / q 1" == await asyncio.to_thread(agent.answer, "q")
     (run,) = agent.runs
     assert "complete" == await status_of(prefactor_api, prefactor_client, run)
-    assert [("agent:tool", "complete", None)] == tree(prefactor_api, run.id)
+    assert Counter([("agent:tool", "complete", None)]) == tree(prefactor_api, run.id)
 
 
 def steps_of(client: Client) -> Callable[[int], Generator[int]]:
@@ -217,7 +225,7 @@ async def test_decorated_generator_run_lasts_the_whole_iteration(
     assert await prefactor_client.flush(timeout=10)
     (instance,) = prefactor_api.instances()
     assert "complete" == instance["status"]
-    assert [("agent:step", "complete", None)] * 3 == tree(prefactor_api, instance["id"])
+    assert Counter([("agent:step", "complete", None)] * 3) == tree(prefactor_api, instance["id"])
 
 
 async def test_decorated_generator_abandoned_early_is_cancelled(
@@ -237,10 +245,12 @@ async def test_decorated_generator_abandoned_early_is_cancelled(
     assert await prefactor_client.flush(timeout=10)
     (instance,) = prefactor_api.instances()
     assert "cancelled" == instance["status"]
-    assert [
-        ("agent:step", "complete", None),
-        ("agent:step", "cancelled", None),
-    ] == tree(prefactor_api, instance["id"])
+    assert Counter(
+        [
+            ("agent:step", "complete", None),
+            ("agent:step", "cancelled", None),
+        ]
+    ) == tree(prefactor_api, instance["id"])
 
 
 async def test_decorated_generator_that_raises_fails(
@@ -281,7 +291,7 @@ async def test_span_on_a_generator_function_lasts_the_iteration(
     run, seen = await asyncio.to_thread(agent)
     assert ["first", "got a", "got b"] == seen
     assert "complete" == await status_of(prefactor_api, prefactor_client, run)
-    assert [("agent:stream", "complete", None)] == tree(prefactor_api, run.id)
+    assert Counter([("agent:stream", "complete", None)]) == tree(prefactor_api, run.id)
 
 
 # Whole scripts: how the process ends decides the status, and the exit flushes it.
@@ -322,7 +332,7 @@ async def test_a_script_records_how_it_ended(
     assert returncode == child.returncode, child.stderr
     (instance,) = prefactor_api.instances()
     assert expected == instance["status"]
-    assert [("agent:step", expected, None)] == tree(prefactor_api, instance["id"])
+    assert Counter([("agent:step", expected, None)]) == tree(prefactor_api, instance["id"])
 
 
 SHORT_SCRIPT = """
@@ -351,7 +361,7 @@ async def test_a_script_that_ends_right_after_its_run_is_flushed_at_exit(
     assert [{"id_at_block_end": None}] == [json.loads(line) for line in child.lines]
     (instance,) = prefactor_api.instances()
     assert "complete" == instance["status"]
-    assert [("agent:step", "complete", None)] * 3 == tree(prefactor_api, instance["id"])
+    assert Counter([("agent:step", "complete", None)] * 3) == tree(prefactor_api, instance["id"])
     assert [{"done": n} for n in range(3)] == [
         one["result_payload"] for one in prefactor_api.spans(instance["id"])
     ]
