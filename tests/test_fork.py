@@ -27,17 +27,21 @@ FORKING = """
     def record(who):
         with aioprefactor.agent_instance(
             agent_id=who, agent_version={"name": "F", "external_identifier": "1"}
-        ):
+        ) as run:
             with span("agent:step", payload={"who": who}):
                 pass
+        return run
 
-    record("parent")  # still queued at the fork: every request takes 200 ms
+    parent = record("parent")  # still in flight at the fork: every request takes 200 ms
+    pending_at_fork = parent.id is None
     pid = os.fork()
     if pid == 0:
         record("child")
-        sys.exit(0)  # the child's exit flushes what the child recorded
+        sys.exit(0 if aioprefactor.flush_sync(10) else 1)
     _, status = os.waitpid(pid, 0)
-    print(json.dumps({"child_exit": os.waitstatus_to_exitcode(status)}), flush=True)
+    delivered = aioprefactor.flush_sync(10)
+    child_exit = os.waitstatus_to_exitcode(status)
+    print(json.dumps({"pending": pending_at_fork, "child": child_exit, "parent": delivered}))
 """
 
 
@@ -59,7 +63,8 @@ async def test_a_forked_child_records_its_own_run_and_not_the_parents(
     child = await scripts.run(FORKING, prefactor_api)
     assert 0 == child.returncode, child.stderr
     assert "" == child.stderr
-    assert [{"child_exit": 0}] == [json.loads(line) for line in child.lines]
+    expected = {"pending": True, "child": 0, "parent": True}
+    assert [expected] == [json.loads(line) for line in child.lines]
     instances = prefactor_api.instances()
     assert [("child", "complete"), ("parent", "complete")] == sorted(
         (one["agent_id"], one["status"]) for one in instances
