@@ -411,3 +411,38 @@ async def test_sigterm_in_an_asyncio_agent_records_cancelled_and_exits_143(
         }
     ) == tree(prefactor_api, instance["id"])
     assert all(one["finished_at"] for one in prefactor_api.spans(instance["id"]))
+
+
+EARLY = """
+    import asyncio, atexit
+    from aioprefactor._runs.signals import handle_signals
+
+    atexit.register(lambda: print("atexit ran", flush=True))
+    handle_signals()  # before the loop: no main task to cancel
+
+    async def helper():
+        try:
+            print("ready", flush=True)
+            await asyncio.sleep(60)
+        finally:
+            print("helper finally ran", flush=True)
+
+    async def main():
+        task = asyncio.create_task(helper())
+        try:
+            await asyncio.sleep(60)
+        finally:
+            print("main finally ran", flush=True)
+
+    asyncio.run(main())
+"""
+
+
+async def test_installed_before_asyncio_run_every_task_still_unwinds(scripts: Scripts) -> None:
+    """Installed from sync code: the interrupt leaves the loop, asyncio.run cancels the tasks."""
+    child = await scripts.start(EARLY)
+    await child.signal(signal.SIGTERM)
+    assert (143, "") == (await child.wait(), child.stderr)
+    first, *unwound, last = child.lines  # the tasks unwind in either order
+    assert ("ready", "atexit ran") == (first, last)
+    assert ["helper finally ran", "main finally ran"] == sorted(unwound)
