@@ -6,7 +6,8 @@ import inspect
 import os
 import sys
 import textwrap
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import aiohttp
 import aioresponses.core
@@ -19,7 +20,7 @@ from aioprefactor._runs import schema as _schema
 from aioprefactor._runs import scopes as _scopes
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
     from pathlib import Path
 
     from aioprefactor.testing import LocalPrefactor
@@ -72,7 +73,25 @@ def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aioresponses]:
         yield mock
 
 
-# Child processes, for what only a whole process shows: its exit, signals, fork.
+# Span trees and child processes, for the sync, thread, signal and fork tests.
+
+if TYPE_CHECKING:
+    SpanTree: TypeAlias = Callable[[str | None], Counter[tuple[str, str, str | None]]]
+
+
+@pytest.fixture
+def span_tree(prefactor_api: LocalPrefactor) -> SpanTree:
+    """Count an instance's spans by (name, status, parent's name), in any delivery order."""
+
+    def count(instance_id: str | None) -> Counter[tuple[str, str, str | None]]:
+        assert instance_id is not None
+        spans = prefactor_api.spans(instance_id)
+        names = {one["id"]: one["schema_name"] for one in spans}
+        return Counter(
+            (one["schema_name"], one["status"], names.get(one["parent_span_id"])) for one in spans
+        )
+
+    return count
 
 
 class Child:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from types import FrameType, TracebackType
 
-    from tests.conftest import Scripts
+    from tests.conftest import Scripts, SpanTree
 
     from aioprefactor.testing import LocalPrefactor
 
@@ -202,15 +202,6 @@ SYNC_MECHANISM = """
 """
 
 
-async def test_sync_script_unwinds_and_exits_with_128_plus_signum(scripts: Scripts) -> None:
-    """SIGTERM in sync code: finally blocks and atexit run, the exit code is 143, no traceback."""
-    child = await scripts.start(SYNC_MECHANISM)
-    await child.signal(signal.SIGTERM)
-    code, stderr = await child.wait(), child.stderr
-    assert (143, "") == (code, stderr)
-    assert ["ready", "finally ran", "atexit ran"] == child.lines
-
-
 ASYNC_MECHANISM = """
     import asyncio, atexit
     from aioprefactor._runs.signals import handle_signals
@@ -232,18 +223,6 @@ ASYNC_MECHANISM = """
 """
 
 
-async def test_asyncio_main_task_is_cancelled_and_exits_with_128_plus_signum(
-    scripts: Scripts,
-) -> None:
-    """SIGTERM in asyncio: the main task is cancelled, unwinds, and the exit code is 143."""
-    child = await scripts.start(ASYNC_MECHANISM)
-    await child.signal(signal.SIGTERM)
-    code, stderr = await child.wait(), child.stderr
-    assert (143, "") == (code, stderr)
-    expected = ["ready", "cancelled: stopped by SIGTERM", "finally ran", "atexit ran"]
-    assert expected == child.lines
-
-
 STUBBORN = """
     import asyncio
     from aioprefactor._runs.signals import handle_signals
@@ -261,14 +240,6 @@ STUBBORN = """
 """
 
 
-async def test_a_second_signal_stops_a_task_that_ignored_the_first(scripts: Scripts) -> None:
-    """As with a second Ctrl-C, a second SIGTERM interrupts at once."""
-    child = await scripts.start(STUBBORN)
-    await child.signal(signal.SIGTERM, signal.SIGTERM)
-    code, stderr = await child.wait(), child.stderr
-    assert (143, "") == (code, stderr)
-
-
 SIGINT_TOO = """
     import time
     import signal
@@ -278,14 +249,6 @@ SIGINT_TOO = """
     print("ready", flush=True)
     time.sleep(60)
 """
-
-
-async def test_sigint_when_handled_exits_with_130(scripts: Scripts) -> None:
-    """SIGINT, when chosen, ends with 128 + 2 instead of re-raising SIGINT."""
-    child = await scripts.start(SIGINT_TOO)
-    await child.signal(signal.SIGINT)
-    code, stderr = await child.wait(), child.stderr
-    assert (130, "") == (code, stderr)
 
 
 DURING_EXIT = """
@@ -302,27 +265,39 @@ DURING_EXIT = """
 """
 
 
-async def test_a_signal_while_the_interpreter_exits_does_not_cut_the_exit_short(
-    scripts: Scripts,
+@pytest.mark.parametrize(
+    ("script", "signals", "code", "lines"),
+    [
+        (SYNC_MECHANISM, [signal.SIGTERM], 143, ["ready", "finally ran", "atexit ran"]),
+        (
+            ASYNC_MECHANISM,
+            [signal.SIGTERM],
+            143,
+            ["ready", "cancelled: stopped by SIGTERM", "finally ran", "atexit ran"],
+        ),
+        (STUBBORN, [signal.SIGTERM, signal.SIGTERM], 143, ["ready", "ready 1"]),
+        (SIGINT_TOO, [signal.SIGINT], 130, ["ready"]),
+        (DURING_EXIT, [signal.SIGTERM], 0, ["ready", "flush done"]),
+    ],
+    ids=[
+        "sync-code-unwinds",
+        "asyncio-main-task-cancelled",
+        "second-signal-interrupts-at-once",
+        "sigint-when-chosen",
+        "ignored-while-exiting",
+    ],
+)
+async def test_a_handled_signal_unwinds_and_sets_the_exit_code(
+    scripts: Scripts, script: str, signals: list[int], code: int, lines: list[str]
 ) -> None:
-    """SIGTERM arriving during the atexit flush is ignored: the flush finishes, exit code 0."""
-    child = await scripts.start(DURING_EXIT)
-    await child.signal(signal.SIGTERM)
-    code, stderr = await child.wait(), child.stderr
-    assert (0, "") == (code, stderr)
-    assert ["ready", "flush done"] == child.lines
+    """Each case unwinds as after Ctrl-C, prints no traceback and exits with its code."""
+    child = await scripts.start(script)
+    await child.signal(*signals)
+    assert (code, "") == (await child.wait(), child.stderr)
+    assert lines == child.lines
 
 
 # With runs: a stopped process records its runs truthfully.
-
-
-def tree(api: LocalPrefactor, instance_id: str) -> Counter[tuple[str, str, str | None]]:
-    """Count the instance's spans by (name, status, parent's name), in any delivery order."""
-    spans = api.spans(instance_id)
-    names = {one["id"]: one["schema_name"] for one in spans}
-    return Counter(
-        (one["schema_name"], one["status"], names.get(one["parent_span_id"])) for one in spans
-    )
 
 
 SYNC_AGENT = """
@@ -372,44 +347,44 @@ ASYNC_AGENT = """
 """
 
 
-async def test_sigterm_in_a_sync_agent_records_cancelled_and_exits_143(
-    prefactor_api: LocalPrefactor, scripts: Scripts
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        (
+            SYNC_AGENT,
+            {
+                ("agent:done", "complete", None): 3,
+                ("agent:outer", "cancelled", None): 1,
+                ("agent:inner", "cancelled", "agent:outer"): 1,
+            },
+        ),
+        (
+            ASYNC_AGENT,
+            {
+                ("agent:done", "complete", None): 3,
+                ("agent:outer", "cancelled", None): 1,
+                ("agent:inner", "cancelled", "agent:outer"): 1,
+                ("agent:worker", "cancelled", "agent:outer"): 1,
+            },
+        ),
+    ],
+    ids=["sync", "asyncio"],
+)
+async def test_sigterm_records_open_runs_cancelled_and_exits_143(
+    prefactor_api: LocalPrefactor,
+    scripts: Scripts,
+    span_tree: SpanTree,
+    script: str,
+    expected: dict[tuple[str, str, str | None], int],
 ) -> None:
-    """Docker stop on a sync agent: run and open spans cancelled, finished ones kept, 143."""
-    child = await scripts.start(SYNC_AGENT, prefactor_api)
+    """Docker stop: the run and open spans end cancelled, finished ones are kept, exit 143."""
+    child = await scripts.start(script, prefactor_api)
     await child.signal(signal.SIGTERM)
     assert 143 == await child.wait(), child.stderr
     assert "" == child.stderr
     (instance,) = prefactor_api.instances()
     assert "cancelled" == instance["status"]
-    assert Counter(
-        [
-            *[("agent:done", "complete", None)] * 3,
-            ("agent:outer", "cancelled", None),
-            ("agent:inner", "cancelled", "agent:outer"),
-        ]
-    ) == tree(prefactor_api, instance["id"])
-    assert all(one["finished_at"] for one in prefactor_api.spans(instance["id"]))
-
-
-async def test_sigterm_in_an_asyncio_agent_records_cancelled_and_exits_143(
-    prefactor_api: LocalPrefactor, scripts: Scripts
-) -> None:
-    """Docker stop on an asyncio agent: main task cancelled, every span finished, 143."""
-    child = await scripts.start(ASYNC_AGENT, prefactor_api)
-    await child.signal(signal.SIGTERM)
-    assert 143 == await child.wait(), child.stderr
-    assert "" == child.stderr
-    (instance,) = prefactor_api.instances()
-    assert "cancelled" == instance["status"]
-    assert Counter(
-        {
-            ("agent:done", "complete", None): 3,
-            ("agent:outer", "cancelled", None): 1,
-            ("agent:inner", "cancelled", "agent:outer"): 1,
-            ("agent:worker", "cancelled", "agent:outer"): 1,
-        }
-    ) == tree(prefactor_api, instance["id"])
+    assert Counter(expected) == span_tree(instance["id"])
     assert all(one["finished_at"] for one in prefactor_api.spans(instance["id"]))
 
 

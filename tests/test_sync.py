@@ -20,22 +20,12 @@ from aioprefactor import span
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
 
-    from tests.conftest import Scripts
+    from tests.conftest import Scripts, SpanTree
 
     from aioprefactor import Client, InstanceRun
     from aioprefactor.testing import LocalPrefactor
 
 VERSION: dict[str, Any] = {"name": "Sync agent", "external_identifier": "1.0.0"}
-
-
-def tree(api: LocalPrefactor, instance_id: str | None) -> Counter[tuple[str, str, str | None]]:
-    """Count the instance's spans by (name, status, parent's name), in any delivery order."""
-    assert instance_id is not None
-    spans = api.spans(instance_id)
-    names = {one["id"]: one["schema_name"] for one in spans}
-    return Counter(
-        (one["schema_name"], one["status"], names.get(one["parent_span_id"])) for one in spans
-    )
 
 
 async def status_of(api: LocalPrefactor, client: Client, run: InstanceRun) -> str:
@@ -47,7 +37,9 @@ async def status_of(api: LocalPrefactor, client: Client, run: InstanceRun) -> st
 
 
 async def test_sync_block_records_a_run_with_nested_spans(
-    prefactor_api: LocalPrefactor, prefactor_client: Client
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    span_tree: SpanTree,
 ) -> None:
     """A sync with-block records the run and its nested spans, results included."""
 
@@ -70,7 +62,7 @@ async def test_sync_block_records_a_run_with_nested_spans(
             ("agent:outer", "complete", None),
             ("agent:inner", "complete", "agent:outer"),
         ]
-    ) == tree(prefactor_api, run.id)
+    ) == span_tree(run.id)
     spans = {one["schema_name"]: one for one in prefactor_api.spans(run.id)}
     outer, inner = spans["agent:outer"], spans["agent:inner"]
     assert {"step": 1} == outer["payload"]
@@ -93,6 +85,7 @@ async def test_sync_block_status_follows_how_it_ended(
     prefactor_client: Client,
     ending: BaseException,
     expected: str,
+    span_tree: SpanTree,
 ) -> None:
     """Run and spans end as the table says, and the exception propagates unchanged."""
 
@@ -115,7 +108,7 @@ async def test_sync_block_status_follows_how_it_ended(
             ("agent:outer", expected, None),
             ("agent:inner", expected, "agent:outer"),
         ]
-    ) == tree(prefactor_api, run.id)
+    ) == span_tree(run.id)
 
 
 class Agent:
@@ -144,7 +137,9 @@ class Agent:
 
 
 async def test_decorated_def_keeps_its_signature_and_records_a_run_per_call(
-    prefactor_api: LocalPrefactor, prefactor_client: Client
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    span_tree: SpanTree,
 ) -> None:
     """@agent_instance and @span on def: same name, doc, signature; one run per call."""
 
@@ -171,11 +166,13 @@ async def test_decorated_def_keeps_its_signature_and_records_a_run_per_call(
     instances = prefactor_api.instances()
     assert ["complete", "complete"] == [one["status"] for one in instances]
     for instance in instances:
-        assert Counter([("agent:llm", "complete", None)]) == tree(prefactor_api, instance["id"])
+        assert Counter([("agent:llm", "complete", None)]) == span_tree(instance["id"])
 
 
 async def test_decorated_methods_record_their_spans_under_the_run(
-    prefactor_api: LocalPrefactor, prefactor_client: Client
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    span_tree: SpanTree,
 ) -> None:
     """A @span method keeps its signature, gets self, and nests under the caller's run."""
     assert ["query", "k"] == list(inspect.signature(Agent.search).parameters)[1:]
@@ -183,7 +180,7 @@ async def test_decorated_methods_record_their_spans_under_the_run(
     assert "q 0 / q 1" == await asyncio.to_thread(agent.answer, "q")
     (run,) = agent.runs
     assert "complete" == await status_of(prefactor_api, prefactor_client, run)
-    assert Counter([("agent:tool", "complete", None)]) == tree(prefactor_api, run.id)
+    assert Counter([("agent:tool", "complete", None)]) == span_tree(run.id)
 
 
 def steps_of(client: Client) -> Callable[[int], Generator[int]]:
@@ -202,7 +199,9 @@ def steps_of(client: Client) -> Callable[[int], Generator[int]]:
 
 
 async def test_decorated_generator_run_lasts_the_whole_iteration(
-    prefactor_api: LocalPrefactor, prefactor_client: Client
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    span_tree: SpanTree,
 ) -> None:
     """The run of a generator starts at the first item and ends when it is exhausted."""
     steps = steps_of(prefactor_client)
@@ -225,11 +224,13 @@ async def test_decorated_generator_run_lasts_the_whole_iteration(
     assert await prefactor_client.flush(timeout=10)
     (instance,) = prefactor_api.instances()
     assert "complete" == instance["status"]
-    assert Counter([("agent:step", "complete", None)] * 3) == tree(prefactor_api, instance["id"])
+    assert Counter([("agent:step", "complete", None)] * 3) == span_tree(instance["id"])
 
 
 async def test_decorated_generator_abandoned_early_is_cancelled(
-    prefactor_api: LocalPrefactor, prefactor_client: Client
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    span_tree: SpanTree,
 ) -> None:
     """Breaking out and closing the generator ends the run and its open span cancelled."""
     steps = steps_of(prefactor_client)
@@ -250,7 +251,7 @@ async def test_decorated_generator_abandoned_early_is_cancelled(
             ("agent:step", "complete", None),
             ("agent:step", "cancelled", None),
         ]
-    ) == tree(prefactor_api, instance["id"])
+    ) == span_tree(instance["id"])
 
 
 async def test_decorated_generator_that_raises_fails(
@@ -270,7 +271,9 @@ async def test_decorated_generator_that_raises_fails(
 
 
 async def test_span_on_a_generator_function_lasts_the_iteration(
-    prefactor_api: LocalPrefactor, prefactor_client: Client
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    span_tree: SpanTree,
 ) -> None:
     """@span on a generator function: one span for the whole iteration; send() still works."""
 
@@ -291,7 +294,7 @@ async def test_span_on_a_generator_function_lasts_the_iteration(
     run, seen = await asyncio.to_thread(agent)
     assert ["first", "got a", "got b"] == seen
     assert "complete" == await status_of(prefactor_api, prefactor_client, run)
-    assert Counter([("agent:stream", "complete", None)]) == tree(prefactor_api, run.id)
+    assert Counter([("agent:stream", "complete", None)]) == span_tree(run.id)
 
 
 # Whole scripts: how the process ends decides the status, and the exit flushes it.
@@ -326,13 +329,14 @@ async def test_a_script_records_how_it_ended(
     ending: str,
     returncode: int,
     expected: str,
+    span_tree: SpanTree,
 ) -> None:
     """A script's run and span end with its ending's status, flushed as the process exits."""
     child = await scripts.run(ENDING.format(ending=ending), prefactor_api)
     assert returncode == child.returncode, child.stderr
     (instance,) = prefactor_api.instances()
     assert expected == instance["status"]
-    assert Counter([("agent:step", expected, None)]) == tree(prefactor_api, instance["id"])
+    assert Counter([("agent:step", expected, None)]) == span_tree(instance["id"])
 
 
 SHORT_SCRIPT = """
@@ -351,7 +355,9 @@ SHORT_SCRIPT = """
 
 
 async def test_a_script_that_ends_right_after_its_run_is_flushed_at_exit(
-    prefactor_api: LocalPrefactor, scripts: Scripts
+    prefactor_api: LocalPrefactor,
+    scripts: Scripts,
+    span_tree: SpanTree,
 ) -> None:
     """200 ms per request: the block ends before any answer, and the exit still sends all."""
     prefactor_api.faults.latency(0.2)
@@ -361,7 +367,7 @@ async def test_a_script_that_ends_right_after_its_run_is_flushed_at_exit(
     assert [{"id_at_block_end": None}] == [json.loads(line) for line in child.lines]
     (instance,) = prefactor_api.instances()
     assert "complete" == instance["status"]
-    assert Counter([("agent:step", "complete", None)] * 3) == tree(prefactor_api, instance["id"])
+    assert Counter([("agent:step", "complete", None)] * 3) == span_tree(instance["id"])
     assert [{"done": n} for n in range(3)] == [
         one["result_payload"] for one in prefactor_api.spans(instance["id"])
     ]

@@ -19,6 +19,8 @@ from aioprefactor._runs.threads import ContextThreadPoolExecutor, wrap
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
+    from tests.conftest import SpanTree
+
     from aioprefactor import Client, InstanceRun
     from aioprefactor.testing import LocalPrefactor
 
@@ -214,16 +216,6 @@ def test_map_passes_its_options_through() -> None:
 VERSION: dict[str, Any] = {"name": "Threaded agent", "external_identifier": "1.0.0"}
 
 
-def tree(api: LocalPrefactor, instance_id: str | None) -> Counter[tuple[str, str, str | None]]:
-    """Count the instance's spans by (name, status, parent's name), in any delivery order."""
-    assert instance_id is not None
-    spans = api.spans(instance_id)
-    names = {one["id"]: one["schema_name"] for one in spans}
-    return Counter(
-        (one["schema_name"], one["status"], names.get(one["parent_span_id"])) for one in spans
-    )
-
-
 def tool(n: int) -> int:
     """A sync tool that records a span."""
     with span("agent:tool", payload={"n": n}) as step:
@@ -232,7 +224,9 @@ def tool(n: int) -> int:
 
 
 async def test_eight_threads_each_record_their_own_run_at_once(
-    prefactor_api: LocalPrefactor, prefactor_client: Client
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    span_tree: SpanTree,
 ) -> None:
     """Eight threads, eight runs in flight together: all recorded, no span in another's tree."""
     barrier = threading.Barrier(8)
@@ -264,12 +258,14 @@ async def test_eight_threads_each_record_their_own_run_at_once(
                 ("agent:outer", "complete", None),
                 ("agent:inner", "complete", "agent:outer"),
             ]
-        ) == tree(prefactor_api, run.id)
+        ) == span_tree(run.id)
         assert [{"thread": index}] * 2 == [one["payload"] for one in prefactor_api.spans(run.id)]
 
 
 async def test_to_thread_spans_nest_under_the_current_span(
-    prefactor_api: LocalPrefactor, prefactor_client: Client
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    span_tree: SpanTree,
 ) -> None:
     """A span opened in asyncio.to_thread is a child of the span awaiting it."""
     scope = prefactor_client.agent_instance(agent_id="threads", agent_version=VERSION)
@@ -282,11 +278,13 @@ async def test_to_thread_spans_nest_under_the_current_span(
             ("agent:tool", "complete", "agent:outer"),
             ("agent:tool", "complete", "agent:outer"),
         ]
-    ) == tree(prefactor_api, run.id)
+    ) == span_tree(run.id)
 
 
 async def test_executor_spans_nest_under_the_submitters_span(
-    prefactor_api: LocalPrefactor, prefactor_client: Client
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    span_tree: SpanTree,
 ) -> None:
     """ContextThreadPoolExecutor's submit and map: every call's span nests under the fan-out."""
 
@@ -304,14 +302,16 @@ async def test_executor_spans_nest_under_the_submitters_span(
     assert await prefactor_client.flush(timeout=10)
     assert Counter(
         {("agent:fan-out", "complete", None): 1, ("agent:tool", "complete", "agent:fan-out"): 5}
-    ) == tree(prefactor_api, run.id)
+    ) == span_tree(run.id)
     spans = prefactor_api.spans(run.id)
     results = [one["result_payload"] for one in spans if one["schema_name"] == "agent:tool"]
     assert [{"double": 2 * n} for n in range(5)] == sorted(results, key=lambda r: r["double"])
 
 
 async def test_wrapped_calls_nest_in_run_in_executor_and_threads(
-    prefactor_api: LocalPrefactor, prefactor_client: Client
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    span_tree: SpanTree,
 ) -> None:
     """wrap() carries the span into loop.run_in_executor and into a threading.Thread."""
     loop = asyncio.get_running_loop()
@@ -330,7 +330,7 @@ async def test_wrapped_calls_nest_in_run_in_executor_and_threads(
             ("agent:thread", "complete", None),
             ("agent:tool", "complete", "agent:thread"),
         ]
-    ) == tree(prefactor_api, run.id)
+    ) == span_tree(run.id)
 
 
 def opened_outside_a_run(n: int) -> None:
@@ -349,6 +349,7 @@ async def test_a_span_in_a_thread_without_a_run_warns_once_per_call_site(
     prefactor_api: LocalPrefactor,
     prefactor_client: Client,
     caplog: pytest.LogCaptureFixture,
+    span_tree: SpanTree,
 ) -> None:
     """A plain executor loses the run: its spans record nothing and warn once per call site."""
     caplog.set_level(logging.WARNING, logger="aioprefactor")
@@ -361,11 +362,13 @@ async def test_a_span_in_a_thread_without_a_run_warns_once_per_call_site(
     assert await prefactor_client.flush(timeout=10)
     warnings = [r for r in caplog.records if r.name == "aioprefactor" and r.levelno >= 30]
     assert 2 == len(warnings), [r.getMessage() for r in warnings]
-    assert Counter([]) == tree(prefactor_api, run.id)
+    assert Counter([]) == span_tree(run.id)
 
 
 async def test_a_worker_thread_with_its_own_event_loop_records_under_its_run(
-    prefactor_api: LocalPrefactor, prefactor_client: Client
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    span_tree: SpanTree,
 ) -> None:
     """asyncio.run in a worker thread, inside a sync run: its spans nest, nothing is raised."""
 
@@ -391,7 +394,7 @@ async def test_a_worker_thread_with_its_own_event_loop_records_under_its_run(
             ("agent:async", "complete", "agent:sync"): 2,
             ("agent:tool", "complete", "agent:async"): 4,
         }
-    ) == tree(prefactor_api, run.id)
+    ) == span_tree(run.id)
     spans = prefactor_api.spans(run.id)
     parents = Counter(one["parent_span_id"] for one in spans if one["schema_name"] == "agent:tool")
     assert [2, 2] == list(parents.values())
