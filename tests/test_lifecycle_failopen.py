@@ -368,7 +368,9 @@ async def test_terminated_run_records_it_and_sends_no_finish(
     prefactor_api: LocalPrefactor, prefactor_client: Client, strict: bool
 ) -> None:
     """run.terminated and its reason after a span answer carries the signal; no finish sent."""
-    scope = prefactor_client.agent_instance(agent_id="a", agent_version=VERSION, strict=strict)
+    scope = prefactor_client.agent_instance(
+        agent_id="a", agent_version=VERSION, strict=strict, on_terminate="record"
+    )
     async with scope as run:
         assert run.id is not None
         prefactor_api.terminate(run.id, "budget exceeded")
@@ -393,7 +395,10 @@ async def test_span_open_when_the_run_is_terminated_is_still_finished(
     prefactor_api: LocalPrefactor, prefactor_client: Client
 ) -> None:
     """'complete' on the server for a span created before the terminate signal arrived."""
-    async with prefactor_client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+    scope = prefactor_client.agent_instance(
+        agent_id="a", agent_version=VERSION, on_terminate="record"
+    )
+    async with scope as run:
         assert run.id is not None
         prefactor_api.terminate(run.id, "budget exceeded")
         async with aioprefactor.span("agent:step") as step:
@@ -436,7 +441,9 @@ async def test_strict_span_finish_is_awaited_so_the_signal_is_known_after_the_bl
     prefactor_api: LocalPrefactor, prefactor_client: Client
 ) -> None:
     """run.termination_reason right after a strict span's block whose finish carried it."""
-    scope = prefactor_client.agent_instance(agent_id="a", agent_version=VERSION, strict=True)
+    scope = prefactor_client.agent_instance(
+        agent_id="a", agent_version=VERSION, strict=True, on_terminate="record"
+    )
     async with scope as run:
         assert run.id is not None
         async with aioprefactor.span("agent:step"):

@@ -31,7 +31,7 @@ log: Final = logging.getLogger("aioprefactor")
 
 S = RecordingState
 _OPENED: Final = frozenset(
-    {S.ACTIVE, S.FINISHING, S.FINISHED, S.NOT_RECORDED, S.TERMINATED, S.DROPPED}
+    {S.ACTIVE, S.UNSTARTED, S.FINISHING, S.FINISHED, S.NOT_RECORDED, S.TERMINATED, S.DROPPED}
 )
 _SETTLED: Final = frozenset({S.FINISHED, S.NOT_RECORDED, S.TERMINATED, S.DROPPED})
 
@@ -163,6 +163,9 @@ class _Handle:
         )
         if self._late is None:
             self._late = error
+        record = self._record
+        if record is not None:
+            record.warned = True
         log.warning(
             "aioprefactor: %s not recorded (yet), the block runs without it: %s", self._kind, error
         )
@@ -248,14 +251,7 @@ class InstanceRun(_Handle):
     @property
     def recording(self) -> bool:
         """Whether spans opened now are recorded: started (or on its way), not ended."""
-        record = self._record
-        return self.status is None and record.state in {
-            S.QUEUED,
-            S.REGISTERING,
-            S.REGISTERED,
-            S.OPENING,
-            S.ACTIVE,
-        }
+        return self.status is None and self.telemetry_error is None and not self._record.settled
 
     def complete(self) -> None:
         """Finish as ``complete`` at the end of the block, whatever happens after.
@@ -336,7 +332,8 @@ class InstanceRun(_Handle):
         decided = self._decide(status, error)
         record = self._record
         record.end = End(decided, ended_at or now())
-        self.engine.submit(_engine.END_RUN, record)
+        if not self.engine.submit(_engine.END_RUN, record) and record.error is None:
+            record.error = RuntimeError("the client was closed first; the run's finish is not sent")
         return decided
 
     async def settle_open(self, budget: float) -> None:

@@ -393,6 +393,19 @@ class SpanScope(Scope[SpanRun]):
             parent = None
         strict = self.strict if self.strict is not None else (run.strict if run else False)
         body = self.payload if payload is None else payload
+        if run is not None and (run.record.settled or run.ended):
+            if run.terminated and run.record.on_terminate == "cancel" and not run.ended:
+                raise AgentTerminated(run.termination_reason, run.id)
+            # Not recorded, ended, or terminated: nothing in it is sent.
+            return SpanRun(
+                None,
+                None,
+                run=run,
+                parent=parent,
+                schema_name=self.schema_name,
+                payload=body,
+                strict=strict,
+            )
         if run is None:
             if strict:
                 raise RuntimeError(
@@ -408,8 +421,6 @@ class SpanScope(Scope[SpanRun]):
                 payload=body,
                 strict=strict,
             )
-        if run.terminated and run.record.on_terminate == "cancel" and not run.ended:
-            raise AgentTerminated(run.termination_reason, run.id)
         parent_record = parent.record if parent is not None else None
         record = SpanRecord(
             run.record, parent_record, self.schema_name, body, started_at=started_at
@@ -427,8 +438,16 @@ class SpanScope(Scope[SpanRun]):
         return handle
 
     def _inline(self, handle: SpanRun) -> bool:
-        run = handle.run
-        return run is not None and (handle.strict or run.engine.options.inline)
+        # A span of a run (or parent) that is late does not wait: it is created once
+        # what it hangs from lands.
+        run, parent = handle.run, handle.parent
+        return (
+            run is not None
+            and handle.record is not None
+            and (handle.strict or run.engine.options.inline)
+            and run.record.state is RecordingState.ACTIVE
+            and (parent is None or parent.id is not None)
+        )
 
     # --- the entry hooks ------------------------------------------------------------------
 
