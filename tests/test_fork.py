@@ -26,9 +26,9 @@ FORKING = """
 
     def record(who):
         with aioprefactor.agent_instance(
-            agent_id=who, agent_version={"name": "F", "external_identifier": "1"}
+            agent_id=who, agent_version={{"name": "F", "external_identifier": "1"}}
         ) as run:
-            with span("agent:step", payload={"who": who}):
+            with span("agent:step", payload={{"who": who}}):
                 pass
         return run
 
@@ -37,11 +37,11 @@ FORKING = """
     pid = os.fork()
     if pid == 0:
         record("child")
-        sys.exit(0 if aioprefactor.flush_sync(10) else 1)
+        sys.exit(0 if {flush} else 1)
     _, status = os.waitpid(pid, 0)
-    delivered = aioprefactor.flush_sync(10)
+    delivered = {flush}
     child_exit = os.waitstatus_to_exitcode(status)
-    print(json.dumps({"pending": pending_at_fork, "child": child_exit, "parent": delivered}))
+    print(json.dumps({{"pending": pending_at_fork, "child": child_exit, "parent": delivered}}))
 """
 
 
@@ -55,12 +55,16 @@ def idempotency_keys(requests: list[RecordedRequest]) -> Counter[str]:
     return keys
 
 
+# Each side flushes explicitly, or leaves its work to the exit flush ("True").
+@pytest.mark.parametrize(
+    "flush", ["aioprefactor.flush_sync(10)", "True"], ids=["flush-sync", "exit-flush"]
+)
 async def test_a_forked_child_records_its_own_run_and_not_the_parents(
-    prefactor_api: LocalPrefactor, scripts: Scripts
+    prefactor_api: LocalPrefactor, scripts: Scripts, flush: str
 ) -> None:
     """Parent and child each record one run; no request of the parent is sent twice."""
     prefactor_api.faults.latency(0.2)
-    child = await scripts.run(FORKING, prefactor_api)
+    child = await scripts.run(FORKING.format(flush=flush), prefactor_api)
     assert 0 == child.returncode, child.stderr
     assert "" == child.stderr
     expected = {"pending": True, "child": 0, "parent": True}
