@@ -227,20 +227,23 @@ async def test_decorated_generator_run_lasts_the_whole_iteration(
     assert Counter([("agent:step", "complete", None)] * 3) == span_tree(instance["id"])
 
 
+@pytest.mark.parametrize("close", [True, False], ids=["closed", "dropped"])
 async def test_decorated_generator_abandoned_early_is_cancelled(
     prefactor_api: LocalPrefactor,
     prefactor_client: Client,
     span_tree: SpanTree,
+    close: bool,
 ) -> None:
-    """Breaking out and closing the generator ends the run and its open span cancelled."""
+    """A generator closed, or dropped, before it is exhausted ends its run and span cancelled."""
     steps = steps_of(prefactor_client)
 
     def consume() -> None:
-        iterator = steps(5)
-        for item in iterator:
+        for item in (iterator := steps(5)):
             if item == 1:
                 break
-        iterator.close()
+        if close:
+            iterator.close()
+        del iterator  # the last reference: CPython closes the generator here
 
     await asyncio.to_thread(consume)
     assert await prefactor_client.flush(timeout=10)
