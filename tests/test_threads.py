@@ -201,6 +201,20 @@ def test_map_runs_every_call_in_the_context_of_the_map_call() -> None:
         assert ["mapper-1", "mapper-2", "mapper-3"] == list(results)
 
 
+def test_wrap_and_submit_keep_the_parameter_types() -> None:
+    """Wrong arguments are type errors to mypy (the ignores below would be unused otherwise)."""
+    with pytest.raises(TypeError):
+        wrap(read)("a", "b")  # type: ignore[call-arg]
+    text: str = wrap(read)(suffix="!")
+    assert "unset!" == text
+    with ContextThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(read, 1)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            future.result()
+        text = pool.submit(read, suffix="?").result()
+    assert "unset?" == text
+
+
 def test_map_passes_its_options_through() -> None:
     """map() keeps Executor.map's timeout and chunksize, and refuses unknown options."""
     VALUE.set("m")
