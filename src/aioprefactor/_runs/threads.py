@@ -9,9 +9,10 @@ code there would find no current run. The two helpers here close that gap:
 with agent_instance(agent_version=version):
     with ContextThreadPoolExecutor(max_workers=4) as pool:
         answers = list(pool.map(search, queries))  # spans in search() join this run
+    threading.Thread(target=wrap(index), args=(answers,)).start()
 
+async with agent_instance(agent_version=version):
     await loop.run_in_executor(None, wrap(search), query)
-    threading.Thread(target=wrap(search), args=(query,)).start()
 ```
 
 Each call runs in its own copy of the captured context, never in the captured context
@@ -51,7 +52,7 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
     many times at once.
 
     ```python
-    with agent_instance(agent_version=version), span("agent:tools"):
+    async with agent_instance(agent_version=version), span("agent:tools"):
         await loop.run_in_executor(None, wrap(search), query)  # nests under agent:tools
         worker = threading.Thread(target=wrap(index), args=(docs,))
     ```
