@@ -14,9 +14,9 @@ import logging
 from typing import TYPE_CHECKING, Any, Final, final
 
 from aioprefactor._runs import engine as _engine
+from aioprefactor._runs.capture import to_payload, with_error
 from aioprefactor._runs.records import End, RecordingState, now, status_for
 from aioprefactor._wire.errors import PrefactorError, PrefactorTimeoutError
-from aioprefactor._wire.payloads import copy_json, json_object
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -53,21 +53,6 @@ class AgentTerminated(Exception):  # noqa: N818 - the name says what happened, a
         )
         self.reason = reason
         self.instance_id = instance_id
-
-
-def _result(result: Mapping[str, Any] | None, where: str) -> dict[str, Any] | None:
-    return None if result is None else copy_json(json_object(result, where))
-
-
-def _error_info(exc: BaseException, secret: str) -> dict[str, Any]:
-    kind = type(exc)
-    try:
-        message = str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not break the run
-        message = f"<{kind.__name__}>"
-    if secret:
-        message = message.replace(secret, "***")
-    return {"type": f"{kind.__module__}.{kind.__qualname__}", "message": message[:4096]}
 
 
 async def _wait(future: concurrent.futures.Future[Any], timeout: float | None) -> bool:
@@ -200,7 +185,7 @@ class InstanceRun(_Handle):
         strict: Whether telemetry failures raise instead of failing open.
     """
 
-    __slots__ = ("_record", "client", "scope")
+    __slots__ = ("_record", "client", "root", "scope")
 
     _kind = "agent instance"
 
@@ -217,6 +202,8 @@ class InstanceRun(_Handle):
         self._record: RunRecord = record
         self.client = client
         self.scope = scope
+        # The span recording a decorated call (``capture=True``), if any.
+        self.root: SpanRun | None = None
 
     def __repr__(self) -> str:
         return self._describe(terminated=self.terminated)
@@ -418,11 +405,14 @@ class SpanRun(_Handle):
     def set_result(self, result: Mapping[str, Any]) -> None:
         """Set the result payload sent with the finish.
 
+        What JSON cannot hold is converted (see ``aioprefactor._runs.capture``), and an
+        oversized result is cut with a marker; a strict span raises instead.
+
         Raises:
-            TypeError: ``result`` is not a JSON object.
-            ValueError: It holds NaN or an infinity.
+            TypeError: Strict: ``result`` is not a JSON object.
+            ValueError: Strict: it holds NaN or an infinity, or is over the size limit.
         """
-        self.result = _result(result, "result")
+        self.result = to_payload(result, "result", strict=self.strict)
 
     def complete(self, result: Mapping[str, Any] | None = None) -> None:
         """Finish as ``complete`` (with ``result``, if given) at the end of the block.
@@ -449,10 +439,14 @@ class SpanRun(_Handle):
         self._mark("cancelled")
 
     def _mark_with(self, status: FinishStatus, result: Mapping[str, Any] | None) -> None:
-        checked = _result(result, "result")
+        checked = None if result is None else to_payload(result, "result", strict=self.strict)
         self._mark(status)
         if checked is not None:
             self.result = checked
+
+    def add_result(self, extra: Mapping[str, Any]) -> None:
+        """Merge already-converted values into the result (what capture recorded)."""
+        self.result = {**(self.result or {}), **extra}
 
     def begin(self) -> None:
         """Hand the span to the engine (scopes call this once)."""
@@ -496,7 +490,7 @@ class SpanRun(_Handle):
             return decided
         final = self.result
         if error is not None and decided == "failed" and engine.options.capture:
-            final = {**(final or {}), "error": _error_info(error, engine.secret)}
+            final = with_error(final, error, secret=engine.secret)
         record.end = End(decided, ended_at or now(), final)
         engine.submit(_engine.END_SPAN, record)
         return decided
