@@ -30,6 +30,8 @@ if TYPE_CHECKING:
         span,
         use_span,
     )
+    from aioprefactor._runs.signals import SignalInterrupt, handle_signals
+    from aioprefactor._runs.threads import ContextThreadPoolExecutor, wrap
     from aioprefactor._version import __version__
     from aioprefactor._wire.config import ClientOptions
     from aioprefactor._wire.errors import (
@@ -76,6 +78,7 @@ __all__ = [
     "Client",
     "ClientOptions",
     "ClientState",
+    "ContextThreadPoolExecutor",
     "ControlSignal",
     "DeliveryStats",
     "FinishStatus",
@@ -97,6 +100,7 @@ __all__ = [
     "PrefactorValidationError",
     "RecordingState",
     "RuntimeEnvironment",
+    "SignalInterrupt",
     "SpanCounts",
     "SpanRun",
     "SpanScope",
@@ -109,11 +113,13 @@ __all__ = [
     "declare_span_type",
     "flush",
     "flush_sync",
+    "handle_signals",
     "open_span",
     "shutdown",
     "shutdown_sync",
     "span",
     "use_span",
+    "wrap",
 ]
 
 # Names are imported on first use, so that importing a submodule (the pytest plugin, loaded
@@ -131,6 +137,7 @@ _LAZY: dict[str, str] = {
     "Client": "aioprefactor._client",
     "ClientOptions": "aioprefactor._wire.config",
     "ClientState": "aioprefactor._client",
+    "ContextThreadPoolExecutor": "aioprefactor._runs.threads",
     "ControlSignal": "aioprefactor._wire.models",
     "DeliveryStats": "aioprefactor._runs.engine",
     "FinishStatus": "aioprefactor._wire.models",
@@ -152,6 +159,7 @@ _LAZY: dict[str, str] = {
     "PrefactorValidationError": "aioprefactor._wire.errors",
     "RecordingState": "aioprefactor._runs.records",
     "RuntimeEnvironment": "aioprefactor._wire.models",
+    "SignalInterrupt": "aioprefactor._runs.signals",
     "SpanCounts": "aioprefactor._wire.models",
     "SpanRun": "aioprefactor._runs.handles",
     "SpanScope": "aioprefactor._runs.scopes",
@@ -164,11 +172,13 @@ _LAZY: dict[str, str] = {
     "declare_span_type": "aioprefactor._runs.schema",
     "flush": "aioprefactor._default",
     "flush_sync": "aioprefactor._default",
+    "handle_signals": "aioprefactor._runs.signals",
     "open_span": "aioprefactor._runs.scopes",
     "shutdown": "aioprefactor._default",
     "shutdown_sync": "aioprefactor._default",
     "span": "aioprefactor._runs.scopes",
     "use_span": "aioprefactor._runs.scopes",
+    "wrap": "aioprefactor._runs.threads",
 }
 
 
