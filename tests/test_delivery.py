@@ -22,6 +22,7 @@ from aioprefactor import Client, RecordingState, span
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
     from aioprefactor import SpanRun
     from aioprefactor.testing import LocalPrefactor
@@ -564,3 +565,60 @@ async def test_payload_json_cannot_hold_is_recorded_converted(
     assert "complete" == server["status"]
     assert "truncated" in json.dumps(server["result_payload"])
     assert [] == [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+PROCESSES_SCRIPT = textwrap.dedent(
+    """
+    import multiprocessing
+    import aioprefactor
+
+    def child(n):
+        with aioprefactor.agent_instance(agent_id="child", agent_version={
+                "name": "Child", "external_identifier": "1"}):
+            with aioprefactor.span("agent:step", {"n": n}):
+                pass
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context("fork")
+        with aioprefactor.agent_instance(agent_id="parent", agent_version={
+                "name": "Parent", "external_identifier": "1"}):
+            pass
+        children = [context.Process(target=child, args=(n,)) for n in range(2)]
+        for process in children:
+            process.start()
+        for process in children:
+            process.join()
+    """
+)
+
+
+def test_multiprocessing_children_deliver_their_runs_before_they_end(
+    prefactor_api_in_thread: tuple[str, str, LocalPrefactor], tmp_path: Path
+) -> None:
+    """Forked multiprocessing children end with os._exit; their runs are delivered anyway."""
+    url, token, api = prefactor_api_in_thread
+    script = tmp_path / "processes.py"
+    script.write_text(PROCESSES_SCRIPT)
+    done = subprocess.run(  # noqa: S603 - this interpreter, a script of this test
+        [sys.executable, str(script)],
+        env=_env(url, token),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    runs = sorted((i["agent_id"], i["status"], len(api.spans(i["id"]))) for i in api.instances())
+    assert [("child", "complete", 1), ("child", "complete", 1), ("parent", "complete", 0)] == runs
+
+
+async def test_flush_after_close_says_whether_all_was_delivered(
+    prefactor_api: LocalPrefactor,
+) -> None:
+    """flush() and flush_sync() on a closed client answer at once instead of raising."""
+    client = Client(prefactor_api.url, prefactor_api.token)
+    async with client.agent_instance(agent_id="a", agent_version=VERSION):
+        pass
+    await client.aclose()
+    assert await client.flush() is True
+    assert client.flush_sync(0.1) is True
