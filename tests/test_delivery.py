@@ -622,3 +622,43 @@ async def test_flush_after_close_says_whether_all_was_delivered(
     await client.aclose()
     assert await client.flush() is True
     assert client.flush_sync(0.1) is True
+
+
+NO_SHUTDOWN_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, gc
+    from aioprefactor import agent_instance, span
+
+    async def main():
+        async with agent_instance(agent_id="bare", agent_version={
+                "name": "Bare", "external_identifier": "1"}):
+            async with span("agent:step"):
+                await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()  # no shutdown_asyncgens: the loop never says it is ending
+    del loop
+    gc.collect()
+    """
+)
+
+
+def test_a_loop_closed_without_shutdown_asyncgens_still_delivers_quietly(
+    prefactor_api_in_thread: tuple[str, str, LocalPrefactor],
+) -> None:
+    """No 'Unclosed client session' or other noise; the run is delivered at exit."""
+    url, token, api = prefactor_api_in_thread
+    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-W", "error", "-X", "dev", "-c", NO_SHUTDOWN_SCRIPT],
+        env=_env(url, token),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    assert "" == done.stderr
+    [instance] = api.instances()
+    assert "complete" == instance["status"]
+    assert ["complete"] == [s["status"] for s in api.spans(instance["id"])]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Generator
 from datetime import UTC, datetime
 from typing import Any, assert_type
 
@@ -155,3 +155,51 @@ async def decorated() -> None:
 
     assert_type(stream(3), AsyncGenerator[str, None])
     await entry(1)  # type: ignore[arg-type]
+
+
+def decorated_sync() -> None:
+    @aioprefactor.agent_instance(agent_version=VERSION)
+    def entry(question: str, *, retries: int = 1) -> int:
+        return len(question) + retries
+
+    assert_type(entry("q", retries=2), int)
+    entry(1)  # type: ignore[arg-type]
+
+    @aioprefactor.span("agent:tool")
+    def numbers(n: int) -> Generator[int, str, bool]:
+        got = yield n
+        return got == "ok"
+
+    assert_type(numbers(3), Generator[int, str, bool])
+    numbers("3")  # type: ignore[arg-type]
+
+    class Tools:
+        @aioprefactor.span("agent:tool", capture=False)
+        def search(self, query: str, k: int = 3) -> list[str]:
+            return [query] * k
+
+    assert_type(Tools().search("q", k=2), list[str])
+
+    with aioprefactor.agent_instance(agent_version=VERSION) as run:
+        assert_type(run, aioprefactor.InstanceRun)
+        with aioprefactor.span("agent:step") as step:
+            assert_type(step, aioprefactor.SpanRun)
+        assert_type(run.wait_recorded_sync(1.0), str | None)
+
+
+async def delivery(client: Client) -> None:
+    assert_type(await client.flush(1.0), bool)
+    assert_type(client.flush_sync(), bool)
+    assert_type(client.stats(), aioprefactor.DeliveryStats)
+    assert_type(await aioprefactor.flush(), bool)
+    assert_type(aioprefactor.flush_sync(), bool)
+    manual = aioprefactor.open_span("agent:cb", {"k": 1}, started_at=datetime.now(UTC))
+    assert_type(manual, aioprefactor.SpanRun)
+    assert_type(manual.end("failed", error=ValueError("x")), aioprefactor.FinishStatus)
+    with aioprefactor.use_span(manual) as current:
+        assert_type(current, aioprefactor.SpanRun)
+    run = client.agent_instance(agent_version=VERSION).start()
+    assert_type(await run.wait_recorded(), str | None)
+    assert_type(run.end(error=KeyboardInterrupt()), aioprefactor.FinishStatus)
+    wrapped = aioprefactor.wrap(len)
+    assert_type(wrapped([1]), int)
