@@ -427,30 +427,30 @@ class Scheduler:
         if op.kind is Kind.START:
             # Registered, never started: still finished, so nothing stays pending.
             assert isinstance(record, RunRecord)
-            record.move(S.UNSTARTED)
-            self._release(record)
-            self._finish_run_when_ready(record)
             if not record.warned:
                 record.warned = True
                 log.warning("aioprefactor: agent instance %s not started: %s", record.id, error)
-            return
-        record.move(S.NOT_RECORDED)
-        warn = not record.warned
-        record.warned = True
-        if isinstance(record, SpanRecord):
-            self._settle_span(record)
-            if warn:
-                log.warning("aioprefactor: span %r not recorded: %s", record.schema_name, error)
-        else:
-            assert isinstance(record, RunRecord)
+            record.move(S.UNSTARTED)
             self._release(record)
-            self._run_done(record)
-            if warn:
+            self._finish_run_when_ready(record)
+            return
+        # Warn before the move: whoever waits on the record may read the log at once.
+        if not record.warned:
+            record.warned = True
+            if isinstance(record, SpanRecord):
+                log.warning("aioprefactor: span %r not recorded: %s", record.schema_name, error)
+            elif isinstance(record, RunRecord):
                 log.warning(
                     "aioprefactor: a run of agent %s not recorded: %s",
                     record.registration.agent_id or "(the token's agent)",
                     error,
                 )
+        record.move(S.NOT_RECORDED)
+        if isinstance(record, SpanRecord):
+            self._settle_span(record)
+        elif isinstance(record, RunRecord):
+            self._release(record)
+            self._run_done(record)
 
     def _run_done(self, run: RunRecord) -> None:
         self._open_runs.discard(run)
