@@ -133,7 +133,9 @@ class _Handle:
     def _decide(self, status: FinishStatus | None, error: BaseException | None) -> FinishStatus:
         if self.status is not None:
             raise RuntimeError(f"this {self._kind} has already finished as {self.status}")
-        decided = status or self._explicit or status_for(error)
+        # What a terminate stopped (AgentTerminated, in sync code) was cancelled, not failed.
+        ending = "cancelled" if isinstance(error, AgentTerminated) else status_for(error)
+        decided = status or self._explicit or ending
         self.status = decided
         return decided
 

@@ -242,9 +242,15 @@ class InstanceScope(Scope[InstanceRun]):
             if task is not None:
                 loop = task.get_loop()
 
+                def cancel() -> None:
+                    # Checked on the block's own loop: a block that ended meanwhile (the
+                    # task went on to other work) is not stopped.
+                    if record.end is None:
+                        task.cancel(TERMINATED_MESSAGE)
+
                 def stop() -> None:
                     with contextlib.suppress(RuntimeError):  # the loop is gone
-                        loop.call_soon_threadsafe(task.cancel, TERMINATED_MESSAGE)
+                        loop.call_soon_threadsafe(cancel)
 
                 record.cancel_block = stop
         run.begin()
