@@ -6,15 +6,16 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import urllib.parse
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
 import aioprefactor
 from aioprefactor.testing import LocalPrefactor
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
 LOCAL_SERVER = "aioprefactor-local@"  # how the local API names itself in its ping answer
 
@@ -61,6 +62,28 @@ async def until_ctrl_c() -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.remove_signal_handler(signum)
+
+
+@contextmanager
+def api_endpoint_sync() -> Iterator[tuple[str, str]]:
+    """Like :func:`api_endpoint`, for sync programs: a local API is served from a thread."""
+    url = os.environ.get("PREFACTOR_API_URL")
+    if url:
+        yield url, os.environ.get("PREFACTOR_API_TOKEN", "")
+        return
+    loop = asyncio.new_event_loop()
+    server = threading.Thread(target=loop.run_forever, name="local-api", daemon=True)
+    server.start()
+    api = LocalPrefactor()
+    try:
+        asyncio.run_coroutine_threadsafe(api.start(), loop).result()
+        print(f"(no PREFACTOR_API_URL set: using a local API at {api.url})\n")
+        yield api.url, api.token
+    finally:
+        asyncio.run_coroutine_threadsafe(api.stop(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        server.join()
+        loop.close()
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import os
-from typing import TYPE_CHECKING, Any
+import sys
+import textwrap
+from collections import Counter
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import aiohttp
 import aioresponses.core
 import pytest
+import pytest_asyncio
 from aioresponses import aioresponses as Aioresponses  # noqa: N812 - a class, named as one
 
 from aioprefactor import _default
@@ -14,7 +20,10 @@ from aioprefactor._runs import schema as _schema
 from aioprefactor._runs import scopes as _scopes
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
+    from pathlib import Path
+
+    from aioprefactor.testing import LocalPrefactor
 
 
 @pytest.fixture(autouse=True)
@@ -62,3 +71,124 @@ def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aioresponses]:
         monkeypatch.setattr(aioresponses.core, "ClientResponse", _CompatResponse)
     with Aioresponses() as mock:
         yield mock
+
+
+# Span trees and child processes, for the sync, thread, signal and fork tests.
+
+if TYPE_CHECKING:
+    SpanTree: TypeAlias = Callable[[str | None], Counter[tuple[str, str, str | None]]]
+
+
+@pytest.fixture
+def span_tree(prefactor_api: LocalPrefactor) -> SpanTree:
+    """Count an instance's spans by (name, status, parent's name), in any delivery order."""
+
+    def count(instance_id: str | None) -> Counter[tuple[str, str, str | None]]:
+        assert instance_id is not None
+        spans = prefactor_api.spans(instance_id)
+        names = {one["id"]: one["schema_name"] for one in spans}
+        return Counter(
+            (one["schema_name"], one["status"], names.get(one["parent_span_id"])) for one in spans
+        )
+
+    return count
+
+
+class Child:
+    """A Python script running in a child process, its output read line by line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self.stderr = ""
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code (minus the signal number if a signal killed it), or `None`."""
+        return self.process.returncode
+
+    async def wait_for_line(self, expected: str) -> None:
+        """Read the output until a line equals `expected`."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        async with asyncio.timeout(60):
+            while expected not in self.lines:
+                line = await stdout.readline()
+                if not line:
+                    await self.wait()
+                    pytest.fail(f"the script ended before printing {expected!r}: {self.stderr}")
+                self.lines.append(line.decode().rstrip("\n"))
+
+    async def signal(self, *signals: int) -> None:
+        """Send the signals in turn, each after the script prints the next `ready N`."""
+        for index, signum in enumerate(signals):
+            if index:
+                await self.wait_for_line(f"ready {index}")
+            self.process.send_signal(signum)
+
+    async def wait(self) -> int:
+        """Wait for the end; keep the rest of the output; return the exit code."""
+        async with asyncio.timeout(60):
+            stdout, stderr = await self.process.communicate()
+        self.lines.extend(stdout.decode().splitlines())
+        self.stderr = stderr.decode()
+        assert self.process.returncode is not None
+        return self.process.returncode
+
+    async def stop(self) -> None:
+        """Kill the process if it still runs (a failed test must not leave it behind)."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            await self.process.wait()
+
+
+class Scripts:
+    """Runs Python scripts, written into a directory, in child processes.
+
+    A script given `api` talks to it as the default client (`PREFACTOR_API_URL` and
+    `PREFACTOR_API_TOKEN`); every script runs with warnings as errors.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[Child] = []
+
+    async def start(
+        self, source: str, api: LocalPrefactor | None = None, *, ready: bool = True
+    ) -> Child:
+        """Start a script; with `ready`, wait until it prints `ready`."""
+        path = self.directory / f"script{len(self.started)}.py"
+        path.write_text(textwrap.dedent(source))
+        env = dict(os.environ)
+        if api is not None:
+            env.update(PREFACTOR_API_URL=api.url, PREFACTOR_API_TOKEN=api.token)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-W",
+            "error",
+            str(path),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        child = Child(process)
+        self.started.append(child)
+        if ready:
+            await child.wait_for_line("ready")
+        return child
+
+    async def run(self, source: str, api: LocalPrefactor | None = None) -> Child:
+        """Run a script to its end."""
+        child = await self.start(source, api, ready=False)
+        await child.wait()
+        return child
+
+
+@pytest_asyncio.fixture
+async def scripts(tmp_path: Path) -> AsyncIterator[Scripts]:
+    """Run scripts in child processes; any still running afterwards are killed."""
+    runner = Scripts(tmp_path)
+    yield runner
+    for child in runner.started:
+        await child.stop()

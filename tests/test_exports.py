@@ -13,10 +13,21 @@ import aioprefactor
 
 
 def public_names() -> list[str]:
-    """Names the package exposes that look public: not private, not modules or __future__ flags."""
+    """Names the package exposes that look public: not private, not modules or __future__ flags.
+
+    The package imports its names on first use, so its source is read for what it offers:
+    every name its type-checking imports bring in, and every public name it defines.
+    """
+    tree = ast.parse(inspect.getsource(aioprefactor))
+    offered: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aioprefactor"):
+            offered.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef) and node.col_offset == 0:
+            offered.add(node.name)
     return sorted(
         name
-        for name in dir(aioprefactor)
+        for name in offered
         if not name.startswith("_")
         and not isinstance(getattr(aioprefactor, name), types.ModuleType | __future__._Feature)
     )

@@ -120,3 +120,18 @@ def test_loading_the_plugin_does_not_load_the_server() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+def test_plugin_loads_without_aiohttp_or_the_client() -> None:
+    """Loading the pytest plugin imports neither aiohttp nor the client (every session pays)."""
+    code = (
+        "import sys, pytest\n"
+        "import aioprefactor.testing.pytest_plugin\n"
+        "heavy = sorted(m for m in ('aiohttp', 'aioprefactor._client', 'msgspec') "
+        "if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "" == done.stdout.strip()

@@ -31,6 +31,7 @@ import heapq
 import itertools
 import logging
 import os
+import sys
 import threading
 import weakref
 from dataclasses import dataclass
@@ -186,8 +187,9 @@ class Engine:
         connections (it is down: waiting would only hold the program).
         """
         result: concurrent.futures.Future[bool] = concurrent.futures.Future()
-        if self._loop is None or (self._closed and self._thread is None):
-            result.set_result(True)
+        if self._loop is None or self._closed:
+            # Nothing started, or nothing more will be sent: say whether all was delivered.
+            result.set_result(not (self._owed or self._parked or self._inbox))
             return result
 
         def done(ok: bool) -> None:
@@ -287,6 +289,7 @@ class Engine:
             self._loop, self._thread = loop, thread
             thread.start()
             atexit.register(_close_at_exit, weakref.ref(self))
+            _in_process_children(self)
             return loop
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -808,6 +811,16 @@ def _close_at_exit(ref: weakref.ref[Engine]) -> None:
     engine = ref()
     if engine is not None and not engine.closed and engine._pid == os.getpid():
         engine.close(engine.options.shutdown_timeout)
+
+
+def _in_process_children(engine: Engine) -> None:
+    # A multiprocessing child ends with os._exit, which skips atexit; its finalizers run,
+    # so a child's engine delivers from there too.
+    processes = sys.modules.get("multiprocessing")
+    if processes is not None and processes.parent_process() is not None:
+        util = sys.modules.get("multiprocessing.util")
+        if util is not None:
+            util.Finalize(engine, _close_at_exit, args=(weakref.ref(engine),), exitpriority=10)
 
 
 def after_fork_in_child() -> None:

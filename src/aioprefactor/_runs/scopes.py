@@ -371,7 +371,11 @@ _warned_lock = threading.Lock()
 def _warn_outside(schema_name: str) -> None:
     # Once per call site: a span outside any run in a new place is news; in the same
     # place again, it is not.
-    frame = sys._getframe(3)
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        "aioprefactor."
+    ):
+        frame = frame.f_back  # up to the user's own line
     site = (frame.f_code.co_filename, frame.f_lineno)
     with _warned_lock:
         if site in _warned_sites:

@@ -174,7 +174,6 @@ class Transport:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._base = str(settings.api_url)
-        self._secret = settings.api_token.reveal()
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeout = aiohttp.ClientTimeout(
@@ -193,7 +192,7 @@ class Transport:
         self._loop = loop
         self._session = aiohttp.ClientSession(
             headers={
-                "Authorization": f"Bearer {self._settings.api_token.reveal()}",
+                "Authorization": f"Bearer {self._secret()}",
                 "Content-Type": "application/json",
                 "Accept": "application/json",
                 "X-Prefactor-SDK": SDK_HEADER,
@@ -208,6 +207,9 @@ class Transport:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+    def _secret(self) -> str:
+        return self._settings.api_token.reveal()
 
     def close_soon(self) -> None:
         """Close the session from sync code: on its loop if that loop still runs."""
@@ -338,7 +340,11 @@ class Transport:
                     result = decoder.decode(payload)
                 except (msgspec.DecodeError, UnicodeDecodeError):
                     result = decode(
-                        decoder, payload, operation=operation, status=status, secret=self._secret
+                        decoder,
+                        payload,
+                        operation=operation,
+                        status=status,
+                        secret=self._secret(),
                     )
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug(
@@ -357,7 +363,7 @@ class Transport:
                 path=path,
                 operation=operation,
                 retry_after=retry_after,
-                secret=self._secret,
+                secret=self._secret(),
             )
         except PrefactorError as exc:
             error = exc
@@ -410,7 +416,7 @@ class Transport:
                         raise PrefactorResponseContractError(
                             f"response is over the {cap}-byte limit",
                             status_code=status,
-                            body_snippet=snippet(chunks[0] if chunks else chunk, self._secret),
+                            body_snippet=snippet(chunks[0] if chunks else chunk, self._secret()),
                             operation=operation,
                         )
                     chunks.append(chunk)

@@ -26,8 +26,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from aioprefactor.testing._app import RecordedRequest
     from aioprefactor.testing._faults import FaultPlan
+    from aioprefactor.testing._log import RecordedRequest
     from aioprefactor.testing._server import LocalPrefactor
     from aioprefactor.testing._storage import StorageError
 
@@ -38,7 +38,7 @@ __all__ = ["FaultPlan", "LocalPrefactor", "RecordedRequest", "StorageError"]
 _LAZY = {
     "FaultPlan": "aioprefactor.testing._faults",
     "LocalPrefactor": "aioprefactor.testing._server",
-    "RecordedRequest": "aioprefactor.testing._app",
+    "RecordedRequest": "aioprefactor.testing._log",
     "StorageError": "aioprefactor.testing._storage",
 }
 

@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import logging
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -18,6 +17,7 @@ from aioprefactor.testing import _routes as routes
 from aioprefactor.testing._bulk import run_bulk
 from aioprefactor.testing._errors import ApiError, error_body
 from aioprefactor.testing._faults import FaultPlan
+from aioprefactor.testing._log import RecordedRequest
 from aioprefactor.testing._operations import Operations, success
 from aioprefactor.testing._records import ACCOUNT_ID
 from aioprefactor.testing._state import Store
@@ -38,32 +38,6 @@ logger = logging.getLogger("aioprefactor.testing")
 _MAX_BODY = 16 * 1024 * 1024
 # The record of the request being handled: the pipeline sets it, `_mutate` marks replays.
 _current_record: ContextVar[RecordedRequest] = ContextVar("_current_record")
-
-
-@dataclass(slots=True)
-class RecordedRequest:
-    """One request the local API received, logged as it arrived.
-
-    Attributes:
-        method: The HTTP method.
-        path: The path as sent, percent-encoding kept (no query string).
-        route: The route's name (`"agent_instances.start"`, `"bulk"`, ...), `None` if unknown.
-        body: The body decoded as JSON, or `None` (no body, or not JSON).
-        headers: The request headers (case-insensitive keys).
-        status: The status answered, or `None` when the connection was dropped (or the
-            request is still in flight).
-        replayed: Whether the answer was replayed from an earlier request's idempotency key.
-        faults: The faults applied to the request (`"latency"`, `"503"`, `"drop"`, ...).
-    """
-
-    method: str
-    path: str
-    route: str | None
-    body: Any
-    headers: Mapping[str, str]
-    status: int | None = None
-    replayed: bool = False
-    faults: tuple[str, ...] = ()
 
 
 def _json_response(status: int, body: Mapping[str, Any]) -> web.Response:

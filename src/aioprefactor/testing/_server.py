@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from aiohttp import web
 
-from aioprefactor.testing._app import LocalApp, RecordedRequest
+from aioprefactor.testing._app import LocalApp
 from aioprefactor.testing._storage import MemoryStorage
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from aioprefactor.testing._faults import FaultPlan
+    from aioprefactor.testing._log import RecordedRequest
 
 _SHUTDOWN_GRACE = 0.5  # seconds left to in-flight requests (a long latency fault) on stop
 

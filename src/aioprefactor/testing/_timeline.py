@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import importlib.resources
 from functools import cache
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 from aiohttp import web
@@ -28,9 +28,10 @@ from aioprefactor.testing._records import Instance, Span, render_time
 from aioprefactor.testing._storage import StorageError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
-    from aioprefactor.testing._app import LocalApp, RecordedRequest
+    from aioprefactor.testing._log import RecordedRequest
+    from aioprefactor.testing._state import Store
 
 ROUTE_PREFIX: Final = "timeline."
 DEFAULT_LIMIT: Final = 200
@@ -134,10 +135,29 @@ def request_entry(record: RecordedRequest) -> dict[str, Any]:
     }
 
 
-class Timeline:
-    """The timeline's routes over one `LocalApp`."""
+class Host(Protocol):
+    """What the timeline reads from the local API it is part of."""
 
-    def __init__(self, app: LocalApp) -> None:
+    @property
+    def token(self) -> str:
+        """The bearer token the API accepts."""
+
+    @property
+    def store(self) -> Store:
+        """The records."""
+
+    @property
+    def log(self) -> Sequence[RecordedRequest]:
+        """The request log."""
+
+    def terminate(self, instance_id: str, reason: str) -> Instance:
+        """Terminate a live instance and save it."""
+
+
+class Timeline:
+    """The timeline's routes over one local API."""
+
+    def __init__(self, app: Host) -> None:
         self._app = app
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
