@@ -133,7 +133,9 @@ class _Handle:
     def _decide(self, status: FinishStatus | None, error: BaseException | None) -> FinishStatus:
         if self.status is not None:
             raise RuntimeError(f"this {self._kind} has already finished as {self.status}")
-        decided = status or self._explicit or status_for(error)
+        # What a terminate stopped (AgentTerminated, in sync code) was cancelled, not failed.
+        ending = "cancelled" if isinstance(error, AgentTerminated) else status_for(error)
+        decided = status or self._explicit or ending
         self.status = decided
         return decided
 
@@ -365,7 +367,7 @@ class SpanRun(_Handle):
         status: The status decided when the block ended; ``None`` until then.
     """
 
-    __slots__ = ("_record", "parent", "payload", "result", "run", "schema_name")
+    __slots__ = ("_record", "capture", "parent", "payload", "result", "run", "schema_name")
 
     _kind = "span"
 
@@ -379,9 +381,12 @@ class SpanRun(_Handle):
         schema_name: str,
         payload: dict[str, Any],
         strict: bool,
+        capture: bool = True,
     ) -> None:
         super().__init__(engine, strict=strict)
         self._record: SpanRecord | None = record
+        # Whether a failure's exception is recorded in the result (span(capture=False): not).
+        self.capture = capture
         self.run = run
         self.parent = parent
         self.schema_name = schema_name
@@ -489,7 +494,7 @@ class SpanRun(_Handle):
         if record is None or engine is None:
             return decided
         final = self.result
-        if error is not None and decided == "failed" and engine.options.capture:
+        if error is not None and decided == "failed" and self.capture and engine.options.capture:
             final = with_error(final, error, secret=engine.secret)
         record.end = End(decided, ended_at or now(), final)
         engine.submit(_engine.END_SPAN, record)

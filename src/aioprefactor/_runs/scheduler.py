@@ -463,7 +463,7 @@ class Scheduler:
             record.span = details
             if control is not None and control.terminate:
                 self._terminated(record.run, control.reason)
-            record.run.last_heard = asyncio.get_running_loop().time()
+            self._heard(record.run, kind)
             if kind is Kind.CREATE:
                 record.id = details.id
                 if details.status in {"active", "pending"}:
@@ -478,7 +478,7 @@ class Scheduler:
             return
         assert isinstance(record, RunRecord)
         record.instance = details
-        record.last_heard = asyncio.get_running_loop().time()
+        self._heard(record, kind)
         if details.status == "terminated":
             self._terminated(record, details.termination_reason)
         if record.settled:
@@ -497,6 +497,12 @@ class Scheduler:
         elif kind is Kind.CHECK:  # after a 409 on finish: finished by someone else
             record.move(S.NOT_RECORDED)
             self._run_done(record)
+
+    def _heard(self, run: RunRecord, kind: Kind) -> None:
+        # A poll counted when it was sent: its own answer must not make the run look
+        # busy, or a quiet run would be polled only every other interval.
+        if kind is not Kind.POLL:
+            run.last_heard = asyncio.get_running_loop().time()
 
     def _terminated(self, run: RunRecord, reason: str | None) -> None:
         if run.state is S.TERMINATED:

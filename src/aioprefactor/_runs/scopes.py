@@ -242,9 +242,15 @@ class InstanceScope(Scope[InstanceRun]):
             if task is not None:
                 loop = task.get_loop()
 
+                def cancel() -> None:
+                    # Checked on the block's own loop: a block that ended meanwhile (the
+                    # task went on to other work) is not stopped.
+                    if record.end is None:
+                        task.cancel(TERMINATED_MESSAGE)
+
                 def stop() -> None:
                     with contextlib.suppress(RuntimeError):  # the loop is gone
-                        loop.call_soon_threadsafe(task.cancel, TERMINATED_MESSAGE)
+                        loop.call_soon_threadsafe(cancel)
 
                 record.cancel_block = stop
         run.begin()
@@ -490,6 +496,7 @@ class SpanScope(Scope[SpanRun]):
             schema_name=self.schema_name,
             payload=body,
             strict=strict,
+            capture=self.capture is not False,
         )
         handle.begin()
         return handle
@@ -619,9 +626,10 @@ def span(
             API); the run's setting when omitted.
         enter_timeout: Inline delivery: seconds the block waits for the create.
         finish_timeout: Strict: seconds the end of the block waits for the finish.
-        capture: On a decorated function, record its bound arguments as the payload
-            and its return value (or a generator's yields) as the result; ``None``
-            follows the client's ``capture`` setting, ``False`` keeps them out.
+        capture: Record, on a decorated function, its bound arguments as the payload
+            and its return value (or a generator's yields) as the result, and for a
+            failed span its exception; ``None`` follows the client's ``capture``
+            setting, ``False`` keeps them all out.
 
     The payload is recorded best-effort: what JSON cannot hold is converted (see
     ``aioprefactor._runs.capture``) and an oversized one is cut with a marker.
