@@ -259,3 +259,21 @@ def test_serve_refuses_a_database_in_use(
 
     asyncio.run(scenario())
     assert "in use by another server" in capsys.readouterr().err
+
+
+def test_a_refused_database_is_released_at_once(tmp_path: Path) -> None:
+    """A file whose records cannot be read is closed when start() fails, not left locked."""
+    from aioprefactor.testing import StorageError  # noqa: PLC0415 - the name under test
+
+    path = tmp_path / "runs.sqlite"
+    make_database(path)
+    damage_row(path)
+    with pytest.raises(StorageError, match="damaged") as refused:
+        asyncio.run(LocalPrefactor(db=path).start())
+    db = sqlite3.connect(path, timeout=0.1)
+    try:
+        db.execute("BEGIN IMMEDIATE")  # a connection still open would hold the lock
+        db.execute("ROLLBACK")
+    finally:
+        db.close()
+    assert refused.value is not None

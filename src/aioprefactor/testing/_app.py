@@ -84,8 +84,16 @@ class LocalApp:
         self._timeline = Timeline(self)
 
     def use(self, storage: Storage) -> None:
-        """Keep the records in `storage` from now on, starting from what it holds."""
-        self.store = Store(storage)
+        """Keep the records in `storage` from now on, starting from what it holds.
+
+        A storage whose records cannot be read is closed before the error propagates.
+        """
+        try:
+            store = Store(storage)
+        except BaseException:
+            storage.close()
+            raise
+        self.store = store
         self.operations = Operations(self.store)
 
     def terminate(self, instance_id: str, reason: str) -> Instance:
