@@ -211,7 +211,7 @@ def runs_at(official: Path, p: Params, latency: float) -> list[Row]:
     sides["official"] = partial(worker, official, "side_official.py", "run", **kw)
     res = interleave(p.run_rounds, sides, api=True, latency=latency, record=True)
     core = res["official"]
-    at = f"API at {latency * 1000:g} ms"
+    at = f"API {latency * 1000:g} ms"
     rows = []
     for key, what, digits in (
         ("added_ms", "wall ms added per run", 2),
@@ -228,7 +228,7 @@ def runs_at(official: Path, p: Params, latency: float) -> list[Row]:
                 target = verdict(median(ours, key), REQUEST_TARGETS[label], unit="")
             rows.append(
                 Row(
-                    f"run, 10 spans, {at}: {what} — {label}",
+                    f"run, {at}: {what} — {label}",
                     cell(ours, key, digits),
                     cell(core, key, digits),
                     vs_official=xfmt(vs),
