@@ -9,7 +9,9 @@ import aioresponses.core
 import pytest
 from aioresponses import aioresponses as Aioresponses  # noqa: N812 - a class, named as one
 
-from aioprefactor import _default, _schema, _spans
+from aioprefactor import _default
+from aioprefactor._runs import schema as _schema
+from aioprefactor._runs import scopes as _scopes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -20,18 +22,24 @@ def _fresh_globals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Start and end every test with no default client, no span types, no warning given."""
     _default.reset()
     _schema.clear_span_types()
-    monkeypatch.setattr(_spans, "_warned_outside", False)
+    _scopes.forget_warnings()
     yield
     _default.reset()
     _schema.clear_span_types()
 
 
 @pytest.fixture(autouse=True)
-def _no_prefactor_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run every test without the caller's PREFACTOR_* variables."""
+def _no_prefactor_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test without the caller's PREFACTOR_* variables.
+
+    Tests marked ``inline`` run with inline delivery (``PREFACTOR_DELIVERY=inline``): they
+    pin the awaited semantics, where ids are known inside the block.
+    """
     for name in list(os.environ):
         if name.startswith("PREFACTOR_"):
             monkeypatch.delenv(name)
+    if request.node.get_closest_marker("inline") is not None:
+        monkeypatch.setenv("PREFACTOR_DELIVERY", "inline")
 
 
 class _SentRequest:

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from aioprefactor import Client, InstanceRun
     from aioprefactor.testing import LocalPrefactor, RecordedRequest
 
+
+pytestmark = pytest.mark.inline
 VERSION: dict[str, Any] = {"name": "Cancel agent", "external_identifier": "1.0.0"}
 SLOW = 0.3  # seconds the fault plan holds a request; the test cancels meanwhile
 

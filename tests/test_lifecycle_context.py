@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from aioprefactor import Client, InstanceRun, SpanRun
     from aioprefactor.testing import LocalPrefactor
 
+
+pytestmark = pytest.mark.inline
 VERSION: dict[str, Any] = {"name": "Context agent", "external_identifier": "1.0.0"}
 
 

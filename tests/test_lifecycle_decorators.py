@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from aioprefactor import Client, InstanceRun
     from aioprefactor.testing import LocalPrefactor
 
+
+pytestmark = pytest.mark.inline
 VERSION: dict[str, Any] = {"name": "Decorated agent", "external_identifier": "1.0.0"}
 
 

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import aioprefactor
-from aioprefactor import _schema
+from aioprefactor._runs import schema as _schema
 
 if TYPE_CHECKING:
     from aioprefactor.testing import LocalPrefactor
 
+
+pytestmark = pytest.mark.inline
 VERSION: dict[str, Any] = {"name": "Default agent", "external_identifier": "1.0.0"}
 
 

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from aioprefactor import InstanceRun
     from aioprefactor.testing import LocalPrefactor
 
+
+pytestmark = pytest.mark.inline
 VERSION: dict[str, Any] = {"name": "Fail-open agent", "external_identifier": "1.0.0"}
 ENTER = 0.3  # the enter budget of these tests, in seconds
 DOWN = 10_000  # failures in a row: the API stays down past every call's deadline

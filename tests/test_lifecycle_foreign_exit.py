@@ -14,6 +14,8 @@ from aioprefactor import Client
 if TYPE_CHECKING:
     from aioprefactor.testing import LocalPrefactor
 
+
+pytestmark = pytest.mark.inline
 VERSION = {"name": "Foreign exit", "external_identifier": "1"}
 
 

@@ -12,6 +12,8 @@ from aioprefactor import Client, PrefactorRetryExhaustedError
 if TYPE_CHECKING:
     from aioprefactor.testing import LocalPrefactor
 
+
+pytestmark = pytest.mark.inline
 VERSION = {"name": "Persistence", "external_identifier": "1"}
 
 

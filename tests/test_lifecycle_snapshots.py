@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 import aioprefactor
 from aioprefactor import Client
 
 if TYPE_CHECKING:
     from aioprefactor.testing import LocalPrefactor
 
+
+pytestmark = pytest.mark.inline
 VERSION = {"name": "Snapshots", "external_identifier": "1"}
 
 

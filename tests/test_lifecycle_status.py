@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from aioprefactor import Client, InstanceRun, SpanRun
     from aioprefactor.testing import LocalPrefactor
 
+
+pytestmark = pytest.mark.inline
 VERSION: dict[str, Any] = {"name": "Status agent", "external_identifier": "1.0.0"}
 
 

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
     from aioprefactor.testing import LocalPrefactor
 
+
+pytestmark = pytest.mark.inline
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 FAULT_KINDS = ("503", "429", "latency", "drop", "non_json")
 

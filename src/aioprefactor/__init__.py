@@ -4,12 +4,27 @@ Record every run of an agent truthfully, exactly once, without slowing it down.
 """
 
 from aioprefactor._client import Client, ClientState
-from aioprefactor._context import current_instance, current_span
-from aioprefactor._default import agent_instance, configure
-from aioprefactor._lifecycle import InstanceRun, InstanceScope
-from aioprefactor._recording import RecordingState
-from aioprefactor._schema import declare_span_type
-from aioprefactor._spans import SpanRun, SpanScope, span
+from aioprefactor._default import (
+    agent_instance,
+    configure,
+    flush,
+    flush_sync,
+    shutdown,
+    shutdown_sync,
+)
+from aioprefactor._runs.context import current_instance, current_span
+from aioprefactor._runs.engine import DeliveryStats
+from aioprefactor._runs.handles import AgentTerminated, InstanceRun, SpanRun
+from aioprefactor._runs.records import RecordingState
+from aioprefactor._runs.schema import declare_span_type
+from aioprefactor._runs.scopes import (
+    InstanceOptions,
+    InstanceScope,
+    SpanScope,
+    open_span,
+    span,
+    use_span,
+)
 from aioprefactor._version import __version__
 from aioprefactor._wire.config import ClientOptions
 from aioprefactor._wire.errors import (
@@ -48,6 +63,7 @@ __all__ = [
     "AgentSchemaVersion",
     "AgentSpan",
     "AgentStatus",
+    "AgentTerminated",
     "AgentVersion",
     "BulkItem",
     "BulkOutput",
@@ -56,7 +72,9 @@ __all__ = [
     "ClientOptions",
     "ClientState",
     "ControlSignal",
+    "DeliveryStats",
     "FinishStatus",
+    "InstanceOptions",
     "InstancePurpose",
     "InstanceRun",
     "InstanceScope",
@@ -84,5 +102,11 @@ __all__ = [
     "current_instance",
     "current_span",
     "declare_span_type",
+    "flush",
+    "flush_sync",
+    "open_span",
+    "shutdown",
+    "shutdown_sync",
     "span",
+    "use_span",
 ]

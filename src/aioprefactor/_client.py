@@ -1,4 +1,4 @@
-"""The Client: owns the transport and the endpoint clients, and guards their lifecycle."""
+"""The Client: owns the wire objects and the delivery engine, and guards their lifecycle."""
 
 from __future__ import annotations
 
@@ -6,25 +6,14 @@ import asyncio
 import enum
 from typing import TYPE_CHECKING, Any, Final, Self, Unpack, final
 
-from aioprefactor._lifecycle import (
-    DEFAULT_ENTER_TIMEOUT,
-    DEFAULT_FINISH_TIMEOUT,
-    InstanceScope,
-)
+from aioprefactor._runs.engine import DeliveryStats, Engine, EngineOptions
+from aioprefactor._runs.scopes import InstanceOptions, InstanceScope
 from aioprefactor._wire.config import ClientOptions, Settings, make_settings
 from aioprefactor._wire.endpoints import AgentInstanceClient, AgentSpanClient, BulkClient, ping
 from aioprefactor._wire.transport import Transport
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
     from types import TracebackType
-
-    from aioprefactor._wire.models import (
-        AgentSchemaVersion,
-        AgentVersion,
-        InstancePurpose,
-        SpanTypeSchema,
-    )
 
 
 class ClientState(enum.Enum):
@@ -69,6 +58,19 @@ class Client:
         max_request_bytes: Requests larger than this are refused before sending, with
             a ``ValueError`` (default 5 MiB).
         max_connections: Connections kept open to the API at most (default 100).
+        delivery: ``"background"`` (default; ``PREFACTOR_DELIVERY``): runs and spans
+            only record and enqueue, and a delivery thread sends; ``"inline"``: entering
+            and leaving wait for the API, within their budgets.
+        shutdown_timeout: Seconds closing the client (or the process's exit) waits to
+            deliver what is queued (default 5).
+        max_queue: Operations queued at most before new spans are dropped (default
+            100,000; a run's own operations are never dropped).
+        batching: Send span creates and registrations together through the bulk
+            endpoint when several are ready (default True).
+        termination_poll_interval: Seconds between checks of quiet runs for a
+            termination by the server (default 30; ``None`` turns polling off).
+        capture: Record exceptions, and the arguments and results of decorated
+            functions (default True; ``PREFACTOR_CAPTURE=false`` turns it off).
 
     Raises:
         ValueError: A missing or bad URL or token, or a bad limit.
@@ -80,20 +82,29 @@ class Client:
         api_token: str | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
-        self._settings: Settings = make_settings(api_url=api_url, api_token=api_token, **options)
+        settings = make_settings(api_url=api_url, api_token=api_token, **options)
+        self._settings: Settings = settings
         self._state = ClientState.UNOPENED
-        self._transport_obj = Transport(self._settings)
-        self._background: set[asyncio.Task[Any]] = set()
+        self._transport_obj = Transport(settings)
+        self._opened_transport = False
+        self._engine = Engine(
+            settings,
+            EngineOptions(
+                max_queue=settings.max_queue,
+                batching=settings.batching,
+                termination_poll_interval=settings.termination_poll_interval,
+                inline=settings.delivery == "inline",
+                capture=settings.capture,
+                shutdown_timeout=settings.shutdown_timeout,
+            ),
+            owner=self,
+        )
         self.agent_instances: Final = AgentInstanceClient(self._transport)
         """Register, start, finish and fetch agent instances."""
         self.agent_spans: Final = AgentSpanClient(self._transport)
         """Create and finish spans."""
         self.bulk: Final = BulkClient(self._transport)
         """Run several actions in one request."""
-        # What runs and spans send goes on in the background, where a record matters more
-        # than latency: it retries until the total deadline, not max_retries times.
-        self._lifecycle_instances: Final = AgentInstanceClient(self._transport, persistent=True)
-        self._lifecycle_spans: Final = AgentSpanClient(self._transport, persistent=True)
 
     def __repr__(self) -> str:
         return f"<Client {self._settings.api_url} {self._state.value}>"
@@ -109,20 +120,51 @@ class Client:
         return self._state
 
     def _transport(self) -> Transport:
-        state = self._state
-        if state is ClientState.OPEN:
-            return self._transport_obj
-        if state is ClientState.CLOSED:
+        if self._state is ClientState.CLOSED:
             raise RuntimeError("this Client is closed; create a new one")
-        self._transport_obj.open()
+        if not self._opened_transport:
+            self._transport_obj.open()
+            self._opened_transport = True
         self._state = ClientState.OPEN
         return self._transport_obj
+
+    def _lifecycle(self) -> Engine:
+        # What scopes record through: handed to them as a callable, never read from outside.
+        if self._state is ClientState.CLOSED:
+            raise RuntimeError("this Client is closed; create a new one")
+        if self._state is ClientState.UNOPENED:
+            self._state = ClientState.OPEN
+        return self._engine
+
+    @property
+    def shutdown_timeout(self) -> float:
+        """Seconds closing waits to deliver what is queued."""
+        return self._settings.shutdown_timeout
+
+    @property
+    def delivery(self) -> str:
+        """``"background"`` or ``"inline"``: how runs and spans are delivered."""
+        return self._settings.delivery
 
     async def __aenter__(self) -> Self:
         if self._state is ClientState.CLOSED:
             raise RuntimeError("this Client is closed; create a new one")
-        self._transport()
+        self._state = ClientState.OPEN
         return self
+
+    def __enter__(self) -> Self:
+        if self._state is ClientState.CLOSED:
+            raise RuntimeError("this Client is closed; create a new one")
+        self._state = ClientState.OPEN
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     async def __aexit__(
         self,
@@ -141,82 +183,76 @@ class Client:
         """
         return await ping(self._transport())
 
-    def agent_instance(
-        self,
-        *,
-        agent_id: str | None = None,
-        agent_version: AgentVersion | Mapping[str, Any],
-        agent_schema_version: AgentSchemaVersion | Mapping[str, Any] | None = None,
-        span_types: Iterable[SpanTypeSchema | Mapping[str, Any]] | None = None,
-        environment_id: str | None = None,
-        purpose: InstancePurpose | None = None,
-        external_identifier: str | None = None,
-        id: str | None = None,  # noqa: A002 - the API's own name for it
-        update_current_version: bool = True,
-        strict: bool = False,
-        enter_timeout: float = DEFAULT_ENTER_TIMEOUT,
-        finish_timeout: float = DEFAULT_FINISH_TIMEOUT,
-    ) -> InstanceScope:
+    def agent_instance(self, **options: Unpack[InstanceOptions]) -> InstanceScope:
         """Record a run of an agent through this client; see :func:`aioprefactor.agent_instance`.
+
+        The options are :class:`InstanceOptions`'s; ``agent_version`` is required.
 
         Raises:
             TypeError: A missing ``agent_version`` or an argument of the wrong type.
             ValueError: A bad argument.
         """
-        return InstanceScope(
-            lambda: self,
-            agent_id=agent_id,
-            agent_version=agent_version,
-            agent_schema_version=agent_schema_version,
-            span_types=span_types,
-            environment_id=environment_id,
-            purpose=purpose,
-            external_identifier=external_identifier,
-            id=id,
-            update_current_version=update_current_version,
-            strict=strict,
-            enter_timeout=enter_timeout,
-            finish_timeout=finish_timeout,
-        )
+        return InstanceScope(self._lifecycle, options)
 
-    def _keep(self, task: asyncio.Task[Any]) -> None:
-        """Hold a strong reference to background work until it is done."""
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def stats(self) -> DeliveryStats:
+        """Counts of what background delivery has queued, sent, retried and dropped."""
+        return self._engine.stats()
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Wait for what runs and spans are still sending in the background.
+        """Wait until everything runs and spans queued so far is delivered.
 
-        Each of those requests is bounded by the client's ``total_timeout``, so the
-        wait ends even when the API is down.
+        The wait ends early when the API refuses connections (it is down).
 
         Args:
-            timeout: Seconds to wait at most; ``None`` waits until all is sent.
+            timeout: Seconds to wait at most; ``None`` waits until delivery settles
+                (each operation is bounded by ``total_timeout``).
 
         Returns:
-            Whether everything was sent (``False``: the timeout came first).
+            Whether everything was delivered (``False``: the timeout came first, or the
+            API is down).
         """
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while pending := [task for task in self._background if not task.done()]:
-            # Loop: a finish that waited for its run's start is spawned meanwhile.
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return False
-            await asyncio.wait(pending, timeout=remaining)
-        return True
+        future = asyncio.wrap_future(self._engine.flush_future(timeout))
+        return await asyncio.shield(future)
+
+    def flush_sync(self, timeout: float | None = None) -> bool:
+        """:meth:`flush` for sync code and other threads: blocks this thread."""
+        return self._engine.flush_future(timeout).result()
 
     async def aclose(self, timeout: float | None = None) -> None:
-        """Send what is still in flight, then close the session. Safe to call twice.
+        """Deliver what is queued (within ``timeout``), then close. Safe to call twice.
 
         Args:
-            timeout: Seconds to wait for background sends at most; ``None`` waits until
-                all is sent (each request is bounded by ``total_timeout``).
+            timeout: Seconds to wait for delivery at most; ``shutdown_timeout`` when
+                omitted.
         """
         if self._state is ClientState.CLOSED:
             return
+        wait = self._settings.shutdown_timeout if timeout is None else timeout
         try:
-            await self.flush(timeout)
+            await asyncio.shield(asyncio.wrap_future(self._engine.flush_future(wait)))
         finally:
             self._state = ClientState.CLOSED
+            await asyncio.to_thread(self._engine.close, 0.0)
             await self._transport_obj.close()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what is queued (within ``timeout``), then close, from sync code.
+
+        Args:
+            timeout: Seconds to wait for delivery at most; ``shutdown_timeout`` when
+                omitted.
+        """
+        if self._state is ClientState.CLOSED:
+            return
+        self._state = ClientState.CLOSED
+        self._engine.close(self._settings.shutdown_timeout if timeout is None else timeout)
+        self._transport_obj.close_soon()
+
+
+def engine_of(client: Client) -> Engine:
+    """The engine a client's runs are delivered by (for the default client's scopes).
+
+    Raises:
+        RuntimeError: The client is closed.
+    """
+    return client._lifecycle()

@@ -1,39 +1,33 @@
-"""The default client behind module-level ``agent_instance()``: one per event loop.
+"""The default client behind module-level ``agent_instance()``: one per process.
 
-An aiohttp session belongs to one loop, so each loop gets its own client, made on first
-use from :func:`configure` or the environment, and closed (after sending what is still
-in flight) when the loop shuts down its async generators, as ``asyncio.run`` does.
+It is made on first use, from :func:`configure` or the environment. Its delivery thread
+serves every event loop and thread, so it is shared by all of them. Whatever it still
+holds is delivered when an event loop that used it shuts down its async generators (as
+``asyncio.run`` does), and at the process's exit, each within ``shutdown_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Unpack
 
-from aioprefactor._client import Client, ClientState
-from aioprefactor._lifecycle import (
-    DEFAULT_ENTER_TIMEOUT,
-    DEFAULT_FINISH_TIMEOUT,
-    InstanceScope,
-)
+from aioprefactor._client import Client, ClientState, engine_of
+from aioprefactor._runs.scopes import InstanceOptions, InstanceScope
 from aioprefactor._wire.config import ClientOptions, make_settings
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping
+    from collections.abc import AsyncGenerator
 
-    from aioprefactor._wire.models import (
-        AgentSchemaVersion,
-        AgentVersion,
-        InstancePurpose,
-        SpanTypeSchema,
-    )
+    from aioprefactor._runs.engine import Engine
 
 _options: dict[str, Any] = {}
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = weakref.WeakKeyDictionary()
-_lifetimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[AsyncGenerator[None]]] = (
+_lock = threading.Lock()
+_client: list[Client] = []
+_lifetimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -46,7 +40,8 @@ def configure(
     """Set how the default client connects; the arguments are :class:`Client`'s.
 
     Omitted URL and token still come from ``PREFACTOR_API_URL`` / ``PREFACTOR_API_TOKEN``.
-    Runs that start afterwards use the new settings.
+    Runs that start afterwards use the new settings; the previous default client
+    delivers what it holds and closes, in the background.
 
     Raises:
         TypeError: An option of the wrong type, or one that does not exist.
@@ -61,110 +56,116 @@ def configure(
         api_token="placeholder" if api_token is None else api_token,
         **options,
     )
-    _options.clear()
-    _options.update(options, api_url=api_url, api_token=api_token)
-    _clients.clear()
+    with _lock:
+        _options.clear()
+        _options.update(options, api_url=api_url, api_token=api_token)
+        old = _client.pop() if _client else None
+    if old is not None:
+        threading.Thread(target=old.close, name="aioprefactor-close", daemon=True).start()
 
 
 def reset() -> None:
-    """Forget :func:`configure`'s settings and the default clients (for tests)."""
-    _options.clear()
-    _clients.clear()
+    """Forget :func:`configure`'s settings and close the default client (for tests)."""
+    with _lock:
+        _options.clear()
+        old = _client.pop() if _client else None
+    if old is not None:
+        old.close(0.0)
 
 
-async def _lifetime(client: Client, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None]:
+async def _lifetime(client: Client) -> AsyncGenerator[None]:
     try:
         yield
     finally:
-        try:
-            await client.aclose()
-        finally:
-            # Both maps hold values that refer back to the loop: drop them, or no loop
-            # that ever used the default client could be collected.
-            if _clients.get(loop) is client:
-                del _clients[loop]
-            _lifetimes.pop(loop, None)
+        if client.state is not ClientState.CLOSED:
+            await client.flush(client.shutdown_timeout)
+
+
+def _watch_loop() -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if loop in _lifetimes or not _client:
+        return
+    # The loop finalises unfinished async generators at shutdown; this one flushes the
+    # default client there.
+    lifetime = _lifetime(_client[0])
+    with contextlib.suppress(StopIteration):
+        lifetime.asend(None).send(None)
+    _lifetimes[loop] = lifetime
 
 
 def default_client() -> Client:
-    """Return this event loop's default client, making it on first use.
+    """Return the default client, making it on first use.
 
     Raises:
-        RuntimeError: No event loop is running.
         ValueError: No API URL or token is configured.
     """
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.state is ClientState.CLOSED:
-        client = Client(**_options)
-        _clients[loop] = client
-        # The loop finalises unfinished async generators at shutdown; this one closes
-        # the client there, after its background finishes are sent.
-        lifetime = _lifetime(client, loop)
-        with contextlib.suppress(StopIteration):
-            lifetime.asend(None).send(None)
-        _lifetimes.setdefault(loop, []).append(lifetime)
+    with _lock:
+        if not _client or _client[0].state is ClientState.CLOSED:
+            _client[:] = [Client(**_options)]
+        client = _client[0]
+    _watch_loop()
     return client
 
 
-def agent_instance(
-    *,
-    agent_id: str | None = None,
-    agent_version: AgentVersion | Mapping[str, Any],
-    agent_schema_version: AgentSchemaVersion | Mapping[str, Any] | None = None,
-    span_types: Iterable[SpanTypeSchema | Mapping[str, Any]] | None = None,
-    environment_id: str | None = None,
-    purpose: InstancePurpose | None = None,
-    external_identifier: str | None = None,
-    id: str | None = None,  # noqa: A002 - the API's own name for it
-    update_current_version: bool = True,
-    strict: bool = False,
-    enter_timeout: float = DEFAULT_ENTER_TIMEOUT,
-    finish_timeout: float = DEFAULT_FINISH_TIMEOUT,
-) -> InstanceScope:
+def _engine() -> Engine:
+    return engine_of(default_client())
+
+
+def agent_instance(**options: Unpack[InstanceOptions]) -> InstanceScope:
     """Record a run of an agent around a block, or around each call of a decorated function.
 
     On enter the instance is registered and started; on exit it is finished as
     ``complete`` (the block ended normally), ``failed`` (it raised) or ``cancelled``
     (it was cancelled or interrupted), unless the block set a status with
     ``run.complete()``, ``run.fail()`` or ``run.cancel()``. The block's exception is
-    always re-raised unchanged. Uses this event loop's default client; see
+    always re-raised unchanged. By default nothing here waits for the API: the run is
+    recorded and a delivery thread sends it. Works as ``with`` and ``async with``, and
+    on ``def``, ``async def`` and generator functions. Uses the default client; see
     :meth:`Client.agent_instance` to use a client of your own.
 
-    Args:
-        agent_id: The agent; ``PREFACTOR_AGENT_ID`` when omitted.
-        agent_version: The version running, e.g. ``{"name": ..., "external_identifier":
-            ...}``; its runtime environment is filled in when missing.
-        agent_schema_version: The schema version to register; by default one is built
-            from ``span_types`` (or the declared span types), named by its content hash.
-        span_types: The span types this agent uses.
-        environment_id: The environment; ``PREFACTOR_ENVIRONMENT_ID`` when omitted.
-        purpose: ``"live"``, ``"smoke_test"`` or ``"eval"``.
-        external_identifier: The run's id in another system.
-        id: A client-chosen instance id.
-        update_current_version: Whether this version becomes the agent's current one.
-        strict: Raise when the run cannot be recorded, instead of running the block
-            without telemetry (one warning, ``run.telemetry_error``).
-        enter_timeout: Seconds the block waits for register and start at most.
-        finish_timeout: Seconds the end of the block waits for the finish at most; a
-            slower finish goes on in the background.
+    The options are :class:`InstanceOptions`'s; ``agent_version`` is required.
 
     Raises:
         TypeError: A missing ``agent_version`` or an argument of the wrong type.
         ValueError: A bad argument.
     """
-    return InstanceScope(
-        default_client,
-        agent_id=agent_id,
-        agent_version=agent_version,
-        agent_schema_version=agent_schema_version,
-        span_types=span_types,
-        environment_id=environment_id,
-        purpose=purpose,
-        external_identifier=external_identifier,
-        id=id,
-        update_current_version=update_current_version,
-        strict=strict,
-        enter_timeout=enter_timeout,
-        finish_timeout=finish_timeout,
-    )
+    return InstanceScope(_engine, options)
+
+
+async def flush(timeout: float | None = None) -> bool:
+    """Wait until the default client has delivered everything queued so far.
+
+    Returns:
+        Whether everything was delivered (``False``: the timeout came first, or the API
+        is down). True when there is no default client.
+    """
+    client = _client[0] if _client else None
+    return True if client is None else await client.flush(timeout)
+
+
+def flush_sync(timeout: float | None = None) -> bool:
+    """:func:`flush` for sync code: blocks this thread."""
+    client = _client[0] if _client else None
+    return True if client is None else client.flush_sync(timeout)
+
+
+async def shutdown(timeout: float | None = None) -> None:
+    """Deliver what the default client holds (within ``timeout``), then close it.
+
+    A run started afterwards makes a new default client.
+    """
+    with _lock:
+        client = _client.pop() if _client else None
+    if client is not None:
+        await client.aclose(timeout)
+
+
+def shutdown_sync(timeout: float | None = None) -> None:
+    """:func:`shutdown` for sync code: blocks this thread."""
+    with _lock:
+        client = _client.pop() if _client else None
+    if client is not None:
+        client.close(timeout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, TypedDict
+from typing import TYPE_CHECKING, Final, Literal, TypedDict
 
 import yarl
 
@@ -18,6 +18,11 @@ ENV_API_URL: Final = "PREFACTOR_API_URL"
 ENV_API_TOKEN: Final = "PREFACTOR_API_TOKEN"  # noqa: S105 - a variable name, not a secret
 ENV_AGENT_ID: Final = "PREFACTOR_AGENT_ID"
 ENV_ENVIRONMENT_ID: Final = "PREFACTOR_ENVIRONMENT_ID"
+ENV_DELIVERY: Final = "PREFACTOR_DELIVERY"
+ENV_CAPTURE: Final = "PREFACTOR_CAPTURE"
+DELIVERY_MODES: Final = frozenset({"background", "inline"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
 
 DEFAULT_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 
@@ -111,6 +116,12 @@ class ClientOptions(TypedDict, total=False):
     max_response_bytes: int
     max_request_bytes: int
     max_connections: int
+    delivery: Literal["background", "inline"]
+    shutdown_timeout: float
+    max_queue: int
+    batching: bool
+    termination_poll_interval: float | None
+    capture: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,39 @@ class Settings:
     max_response_bytes: int
     max_request_bytes: int
     max_connections: int
+    delivery: Literal["background", "inline"] = "background"
+    shutdown_timeout: float = 5.0
+    max_queue: int = 100_000
+    batching: bool = True
+    termination_poll_interval: float | None = 30.0
+    capture: bool = True
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _FALSE:
+        return False
+    if raw in _TRUE:
+        return True
+    raise ValueError(f"{name} must be true or false, not {raw!r}")
+
+
+def _delivery(
+    delivery: str | None, batching: object, capture: object, poll: float | None
+) -> tuple[str, float | None]:
+    mode = delivery if delivery is not None else os.environ.get(ENV_DELIVERY, "").strip()
+    mode = mode or "background"
+    if mode not in DELIVERY_MODES:
+        raise ValueError(f"delivery must be 'background' or 'inline', not {mode!r}")
+    for name, flag in (("batching", batching), ("capture", capture)):
+        if flag is not None and not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
+    interval = None if poll is None else seconds(poll, "termination_poll_interval")
+    if interval is not None and interval <= 0:
+        raise ValueError("termination_poll_interval must be above 0, or None for no polling")
+    return mode, interval
 
 
 def make_settings(
@@ -148,6 +192,12 @@ def make_settings(
     max_response_bytes: int = 10 * 1024 * 1024,
     max_request_bytes: int = 5 * 1024 * 1024,
     max_connections: int = 100,
+    delivery: Literal["background", "inline"] | None = None,
+    shutdown_timeout: float = 5.0,
+    max_queue: int = 100_000,
+    batching: bool = True,
+    termination_poll_interval: float | None = 30.0,
+    capture: bool | None = None,
 ) -> Settings:
     """Check the arguments, fill the gaps from the environment, and return Settings.
 
@@ -170,6 +220,7 @@ def make_settings(
         ("max_response_bytes", max_response_bytes),
         ("max_request_bytes", max_request_bytes),
         ("max_connections", max_connections),
+        ("max_queue", max_queue),
     ):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -181,6 +232,9 @@ def make_settings(
         raise ValueError(f"max_request_bytes must be at least 1024, not {max_request_bytes}")
     if max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+    if max_queue < 1:
+        raise ValueError(f"max_queue must be at least 1, not {max_queue}")
+    mode, poll = _delivery(delivery, batching, capture, termination_poll_interval)
     try:
         statuses = frozenset(retry_statuses)
     except TypeError:
@@ -203,4 +257,10 @@ def make_settings(
         max_response_bytes=max_response_bytes,
         max_request_bytes=max_request_bytes,
         max_connections=max_connections,
+        delivery=mode,  # type: ignore[arg-type]
+        shutdown_timeout=seconds(shutdown_timeout, "shutdown_timeout"),
+        max_queue=max_queue,
+        batching=batching,
+        termination_poll_interval=poll,
+        capture=_env_flag(ENV_CAPTURE, True) if capture is None else capture,
     )

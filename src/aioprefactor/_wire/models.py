@@ -268,6 +268,7 @@ class BulkOutput(_Model, frozen=True, kw_only=True):
     code: str | None = None
     message: str | None = None
     errors: JsonObject | None = None
+    control: ControlSignal | None = None
 
     @property
     def ok(self) -> bool:

@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -146,6 +147,27 @@ _ERROR_BY_STATUS: Final[dict[int, type[PrefactorApiError]]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed attempt: the error, and how long the server asked us to wait, if it did."""
+
+    error: PrefactorError
+    retry_after: float | None = None
+
+    @property
+    def connection_refused(self) -> bool:
+        """Whether nothing listens at the API's address (the API is down, not slow)."""
+        cause = self.error.__cause__
+        while cause is not None:
+            if isinstance(cause, ConnectionRefusedError):
+                return True
+            cause = cause.__cause__ or cause.__context__
+        return False
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
 class Transport:
     """Sends requests through one session and decodes the answers."""
 
@@ -187,6 +209,23 @@ class Transport:
         if session is not None:
             await session.close()
 
+    def close_soon(self) -> None:
+        """Close the session from sync code: on its loop if that loop still runs."""
+        session, loop = self._session, self._loop
+        self._session = None
+        if session is None or loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task = loop.create_task(session.close())
+            _CLOSING.add(task)
+            task.add_done_callback(_CLOSING.discard)
+        elif loop.is_running():
+            asyncio.run_coroutine_threadsafe(session.close(), loop)
+
     def _check_loop(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None:
@@ -220,84 +259,25 @@ class Transport:
             PrefactorRetryExhaustedError: Every attempt failed with a retryable error.
         """
         settings = self._settings
-        if body is not None and len(body) > settings.max_request_bytes:
-            raise ValueError(
-                f"{operation}: the request body is {len(body)} bytes, over the "
-                f"max_request_bytes limit of {settings.max_request_bytes}"
-            )
-        session = self._check_loop()
-        url = self.url(path)
+        self.check_size(body, operation)
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = started + settings.total_timeout
+        deadline = loop.time() + settings.total_timeout
         attempt = 0
         while True:
             attempt += 1
-            # Not aiohttp's "connect", which also counts the wait for a pooled connection:
-            # under load a request may queue for the pool well past connect_timeout. The
-            # queue is bounded by the call's deadline; once sent, by request_timeout.
-            timeout = aiohttp.ClientTimeout(
-                total=max(deadline - loop.time(), 0.001),
-                sock_connect=settings.connect_timeout,
-                sock_read=settings.request_timeout,
+            outcome = await self.attempt(
+                method, path, body, decoder, operation, deadline - loop.time(), attempt
             )
-            retry_after: float | None = None
-            try:
-                status, payload, retry_after = await self._send(
-                    session, method, url, body, timeout, operation
-                )
-                error: PrefactorError
-                if status < 300:
-                    # The decoder itself on the hot path; decode() again only to explain
-                    # a failure as a contract error.
-                    try:
-                        result = decoder.decode(payload)
-                    except (msgspec.DecodeError, UnicodeDecodeError):
-                        result = decode(
-                            decoder,
-                            payload,
-                            operation=operation,
-                            status=status,
-                            secret=self._secret,
-                        )
-                    if log.isEnabledFor(logging.DEBUG):
-                        log.debug(
-                            "%s %s -> %d (attempt %d, %.1f ms)",
-                            method,
-                            path,
-                            status,
-                            attempt,
-                            (loop.time() - started) * 1000,
-                        )
-                    return result
-                error = api_error(
-                    status,
-                    payload,
-                    method=method,
-                    path=path,
-                    operation=operation,
-                    retry_after=retry_after,
-                    secret=self._secret,
-                )
-            except PrefactorError as exc:
-                error = exc
-                status = getattr(exc, "status_code", None) or 0
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "%s %s -> %s (attempt %d, %.1f ms)",
-                    method,
-                    path,
-                    status or error,
-                    attempt,
-                    (loop.time() - started) * 1000,
-                )
-            if not self._retryable(error):
+            if not isinstance(outcome, Failure):
+                return outcome
+            error = outcome.error
+            if not self.retryable(error):
                 raise error
             if attempt > (_PERSISTENT_ATTEMPTS if persistent else settings.max_retries):
                 raise PrefactorRetryExhaustedError(
                     f"{operation} failed", last_error=error, attempts=attempt
                 )
-            delay = self._delay(attempt, retry_after)
+            delay = self.delay(attempt, outcome.retry_after)
             if loop.time() + delay >= deadline:
                 raise PrefactorRetryExhaustedError(
                     f"{operation} failed within its total deadline of {settings.total_timeout:g} s",
@@ -305,6 +285,92 @@ class Transport:
                     attempts=attempt,
                 )
             await asyncio.sleep(delay)
+
+    def check_size(self, body: bytes | None, operation: str) -> None:
+        """Refuse a body over ``max_request_bytes`` before anything is sent.
+
+        Raises:
+            ValueError: The body is too large.
+        """
+        limit = self._settings.max_request_bytes
+        if body is not None and len(body) > limit:
+            raise ValueError(
+                f"{operation}: the request body is {len(body)} bytes, over the "
+                f"max_request_bytes limit of {limit}"
+            )
+
+    async def attempt(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        decoder: msgspec.json.Decoder[T],
+        operation: str,
+        budget: float,
+        number: int = 1,
+    ) -> T | Failure:
+        """Send a request once, within ``budget`` seconds; the decoded answer or why not.
+
+        Never raises a PrefactorError: a failed attempt is returned as a :class:`Failure`,
+        so the caller decides whether and when to try again.
+        """
+        session = self._check_loop()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        settings = self._settings
+        # Not aiohttp's "connect", which also counts the wait for a pooled connection:
+        # under load a request may queue for the pool well past connect_timeout. The
+        # queue is bounded by the call's deadline; once sent, by request_timeout.
+        timeout = aiohttp.ClientTimeout(
+            total=max(budget, 0.001),
+            sock_connect=settings.connect_timeout,
+            sock_read=settings.request_timeout,
+        )
+        retry_after: float | None = None
+        try:
+            status, payload, retry_after = await self._send(
+                session, method, self.url(path), body, timeout, operation
+            )
+            if status < 300:
+                # The decoder itself on the hot path; decode() again only to explain a
+                # failure as a contract error.
+                try:
+                    result = decoder.decode(payload)
+                except (msgspec.DecodeError, UnicodeDecodeError):
+                    result = decode(
+                        decoder, payload, operation=operation, status=status, secret=self._secret
+                    )
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "%s %s -> %d (attempt %d, %.1f ms)",
+                        method,
+                        path,
+                        status,
+                        number,
+                        (loop.time() - started) * 1000,
+                    )
+                return result
+            error: PrefactorError = api_error(
+                status,
+                payload,
+                method=method,
+                path=path,
+                operation=operation,
+                retry_after=retry_after,
+                secret=self._secret,
+            )
+        except PrefactorError as exc:
+            error = exc
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s -> %s (attempt %d, %.1f ms)",
+                method,
+                path,
+                getattr(error, "status_code", None) or error,
+                number,
+                (loop.time() - started) * 1000,
+            )
+        return Failure(error, retry_after)
 
     async def _send(
         self,
@@ -362,13 +428,15 @@ class Transport:
                 f"{method} {url.raw_path}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _retryable(self, error: PrefactorError) -> bool:
+    def retryable(self, error: PrefactorError) -> bool:
+        """Whether a failed attempt is worth sending again."""
         if isinstance(error, PrefactorTransportError):
             return True
         status = getattr(error, "status_code", None)
         return status is not None and status in self._settings.retry_statuses
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before attempt ``attempt + 1``: the server's word, or backoff."""
         settings = self._settings
         if retry_after is not None:
             # The server's word wins over the backoff's maximum; only its own cap bounds it.

@@ -1,9 +1,9 @@
 """The current run and span, carried by ContextVars.
 
 Each task and thread started from inside a block (``create_task``, ``gather``,
-``TaskGroup``, ``asyncio.to_thread``) gets a copy of the context, so it sees the run
-that was current where it started. Values are set on enter and reset, by token, on exit,
-so none outlives its block.
+``TaskGroup``, ``asyncio.to_thread``, an executor given ``contextvars.copy_context()``)
+gets a copy of the context, so it sees the run that was current where it started.
+Values are set on enter and reset, by token, on exit, so none outlives its block.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from aioprefactor._lifecycle import InstanceRun
-    from aioprefactor._spans import SpanRun
+    from aioprefactor._runs.handles import InstanceRun, SpanRun
 
 RUN: ContextVar[InstanceRun | None] = ContextVar("aioprefactor_run", default=None)
 SPAN: ContextVar[SpanRun | None] = ContextVar("aioprefactor_span", default=None)

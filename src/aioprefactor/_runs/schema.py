@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 _REGISTRY: dict[str, SpanTypeSchema] = {}
+_GENERATION = [0]  # bumped on every change, so scopes know to rebuild their registration
 _canonical = msgspec.json.Encoder(order="deterministic").encode
 
 RUNTIME_ENVIRONMENT: Final = RuntimeEnvironment(
@@ -75,6 +76,7 @@ def declare_span_type(
         f"span type {name!r}",
     )
     _REGISTRY[span_type.name] = span_type
+    _GENERATION[0] += 1
     return span_type
 
 
@@ -86,6 +88,12 @@ def declared_span_types() -> tuple[SpanTypeSchema, ...]:
 def clear_span_types() -> None:
     """Forget every declared span type (for tests)."""
     _REGISTRY.clear()
+    _GENERATION[0] += 1
+
+
+def span_types_generation() -> int:
+    """A number that changes whenever the declared span types change."""
+    return _GENERATION[0]
 
 
 def schema_version_for(

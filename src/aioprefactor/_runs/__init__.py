@@ -1,0 +1,4 @@
+"""Recording runs and spans: scopes, records, and the engine that delivers them.
+
+Built on ``aioprefactor._wire``; nothing there imports from here.
+"""

@@ -1,0 +1,589 @@
+"""``agent_instance()`` and ``span()``: immutable scopes whose entries are runs and spans.
+
+A scope checks its arguments when it is made, and reads what the environment supplies
+(``PREFACTOR_AGENT_ID``, ``PREFACTOR_ENVIRONMENT_ID``, the declared span types) when it is
+entered, so a decorator applied at import sees settings made later. Entering records and
+hands over to the engine; with inline delivery it also waits, within its budgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, Final, Literal, Required, TypedDict, final
+
+import msgspec
+
+from aioprefactor._runs import context
+from aioprefactor._runs.entries import Call, Scope
+from aioprefactor._runs.handles import AgentTerminated, InstanceRun, SpanRun
+from aioprefactor._runs.records import RecordingState, RunRecord, SpanRecord
+from aioprefactor._runs.schema import (
+    declared_span_types,
+    schema_version_for,
+    span_types_generation,
+    with_runtime_environment,
+)
+from aioprefactor._wire import checks
+from aioprefactor._wire.config import ENV_AGENT_ID, ENV_ENVIRONMENT_ID
+from aioprefactor._wire.endpoints import PURPOSES
+from aioprefactor._wire.models import (
+    AgentSchemaVersion,
+    AgentVersion,
+    InstancePurpose,
+    RegisterRequest,
+    SpanTypeSchema,
+)
+from aioprefactor._wire.payloads import copy_json, json_object, to_struct
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from datetime import datetime
+
+    from aioprefactor._runs.engine import Engine
+
+log: Final = logging.getLogger("aioprefactor")
+
+DEFAULT_ENTER_TIMEOUT: Final = 5.0
+DEFAULT_FINISH_TIMEOUT: Final = 10.0
+TERMINATED_MESSAGE: Final = "aioprefactor: the server terminated this agent instance"
+ON_TERMINATE: Final[frozenset[Literal["cancel", "record"]]] = frozenset({"cancel", "record"})
+
+
+class InstanceOptions(TypedDict, total=False):
+    """The options of ``agent_instance(...)``, declared once for both of its doors.
+
+    Attributes:
+        agent_id: The agent; ``PREFACTOR_AGENT_ID`` when omitted (read at entry).
+        agent_version: The version running, e.g. ``{"name": ..., "external_identifier":
+            ...}``; its runtime environment is filled in when missing. Required.
+        agent_schema_version: The schema version to register; by default one is built
+            from ``span_types`` (or the span types declared by entry time), named by its
+            content hash.
+        span_types: The span types this agent uses.
+        environment_id: The environment; ``PREFACTOR_ENVIRONMENT_ID`` when omitted.
+        purpose: ``"live"``, ``"smoke_test"`` or ``"eval"``.
+        external_identifier: The run's id in another system.
+        id: A client-chosen instance id.
+        update_current_version: Whether this version becomes the agent's current one.
+        strict: Raise when the run cannot be recorded, instead of running the block
+            without telemetry; implies inline delivery.
+        enter_timeout: Inline delivery: seconds entering waits for register and start.
+        finish_timeout: Inline delivery: seconds leaving waits for the finish.
+        on_terminate: ``"cancel"`` (default) stops the block when the server terminates
+            the instance; ``"record"`` only sets ``run.terminated``.
+    """
+
+    agent_id: str | None
+    agent_version: Required[AgentVersion | Mapping[str, Any]]
+    agent_schema_version: AgentSchemaVersion | Mapping[str, Any] | None
+    span_types: Iterable[SpanTypeSchema | Mapping[str, Any]] | None
+    environment_id: str | None
+    purpose: InstancePurpose | None
+    external_identifier: str | None
+    id: str | None
+    update_current_version: bool
+    strict: bool
+    enter_timeout: float
+    finish_timeout: float
+    on_terminate: Literal["cancel", "record"]
+
+
+_OPTION_NAMES: Final = frozenset(InstanceOptions.__annotations__)
+
+
+def _terminated_instead(run: InstanceRun, exc: BaseException | None) -> BaseException | None:
+    """The AgentTerminated to raise when the block was stopped because of a terminate."""
+    if (
+        run.terminated
+        and run.record.on_terminate == "cancel"
+        and isinstance(exc, asyncio.CancelledError)
+        and TERMINATED_MESSAGE in exc.args
+    ):
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return AgentTerminated(run.termination_reason, run.id)
+    return None
+
+
+@final
+class InstanceScope(Scope[InstanceRun]):
+    """What ``agent_instance(...)`` returns: a block (``with``/``async with``) and a decorator.
+
+    Each entry is a new run. The scope itself is immutable and may be shared.
+    """
+
+    __slots__ = (
+        "_given",
+        "_registration",
+        "_source",
+        "agent_schema_version",
+        "enter_timeout",
+        "finish_timeout",
+        "on_terminate",
+        "strict",
+    )
+
+    def __init__(self, source: Callable[[], Engine], options: InstanceOptions) -> None:
+        super().__init__()
+        unknown = set(options) - _OPTION_NAMES
+        if unknown:
+            raise TypeError(f"agent_instance() got unexpected options: {sorted(unknown)}")
+        version = options.get("agent_version")
+        if version is None:
+            raise TypeError(
+                "agent_version is required, e.g. {'name': ..., 'external_identifier': ...}"
+            )
+        schema = options.get("agent_schema_version")
+        span_types = options.get("span_types")
+        if schema is not None and span_types is not None:
+            raise TypeError("pass agent_schema_version or span_types, not both")
+        self._source = source
+        purpose = options.get("purpose")
+        # Everything given is checked now; what the environment supplies, at entry.
+        self._given = RegisterRequest(
+            agent_version=with_runtime_environment(
+                to_struct(version, AgentVersion, "agent_version")
+            ),
+            agent_schema_version=AgentSchemaVersion(external_identifier="-")
+            if schema is None
+            else to_struct(schema, AgentSchemaVersion, "agent_schema_version"),
+            update_current_version=checks.boolean(
+                options.get("update_current_version", True), "update_current_version"
+            ),
+            agent_id=checks.optional_str(options.get("agent_id"), "agent_id"),
+            environment_id=checks.optional_str(options.get("environment_id"), "environment_id"),
+            id=checks.optional_str(options.get("id"), "id"),
+            external_identifier=checks.optional_str(
+                options.get("external_identifier"), "external_identifier"
+            ),
+            purpose=None if purpose is None else checks.choice(purpose, PURPOSES, "purpose"),
+        )
+        self.agent_schema_version = None if schema is None else self._given.agent_schema_version
+        if span_types is not None:
+            self.agent_schema_version = schema_version_for(span_types)
+        self.strict = checks.boolean(options.get("strict", False), "strict")
+        self.enter_timeout = checks.seconds(
+            options.get("enter_timeout", DEFAULT_ENTER_TIMEOUT), "enter_timeout"
+        )
+        self.finish_timeout = checks.seconds(
+            options.get("finish_timeout", DEFAULT_FINISH_TIMEOUT), "finish_timeout"
+        )
+        self.on_terminate: Literal["cancel", "record"] = checks.choice(
+            options.get("on_terminate", "cancel"), ON_TERMINATE, "on_terminate"
+        )
+        self._registration: tuple[tuple[object, ...], RegisterRequest] | None = None
+
+    def __repr__(self) -> str:
+        given = self._given
+        return f"<InstanceScope agent_id={given.agent_id!r} version={given.agent_version.name!r}>"
+
+    @property
+    def agent_version(self) -> AgentVersion:
+        """The agent version every run of this scope registers."""
+        return self._given.agent_version
+
+    @property
+    def registration(self) -> RegisterRequest:
+        """What a run entered now registers (environment and span types read now)."""
+        given = self._given
+        agent_id = given.agent_id or os.environ.get(ENV_AGENT_ID) or None
+        environment_id = given.environment_id or os.environ.get(ENV_ENVIRONMENT_ID) or None
+        generation = None if self.agent_schema_version is not None else span_types_generation()
+        key = (agent_id, environment_id, generation)
+        cached = self._registration
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        schema = self.agent_schema_version or schema_version_for(declared_span_types())
+        built = msgspec.structs.replace(
+            given,
+            agent_id=checks.optional_str(agent_id, "agent_id"),
+            environment_id=checks.optional_str(environment_id, "environment_id"),
+            agent_schema_version=schema,
+        )
+        # A cache, not state: any entry may rebuild it, and all build the same.
+        self._registration = (key, built)
+        return built
+
+    def _inline(self, engine: Engine) -> bool:
+        return self.strict or engine.options.inline
+
+    def start(self, *, started_at: datetime | None = None) -> InstanceRun:
+        """Begin a run now, without making it current; end it with ``run.end()``.
+
+        For code that cannot wrap the run in a block, such as framework callbacks.
+
+        Args:
+            started_at: When the run began; now when omitted.
+        """
+        return self._start(started_at, is_async=False)
+
+    def _start(self, started_at: datetime | None, *, is_async: bool) -> InstanceRun:
+        engine = self._source()
+        record = RunRecord(self.registration, started_at=started_at, on_terminate=self.on_terminate)
+        run = InstanceRun(engine, record, strict=self.strict, client=engine.owner, scope=self)
+        if is_async and self.on_terminate == "cancel":
+            task = asyncio.current_task()
+            if task is not None:
+                loop = task.get_loop()
+
+                def stop() -> None:
+                    with contextlib.suppress(RuntimeError):  # the loop is gone
+                        loop.call_soon_threadsafe(task.cancel, TERMINATED_MESSAGE)
+
+                record.cancel_block = stop
+        run.begin()
+        return run
+
+    # --- the entry hooks ------------------------------------------------------------------
+
+    def open_entry(self, call: Call | None, *, is_async: bool) -> InstanceRun:
+        """Make and begin a run for one entry."""
+        return self._start(None, is_async=is_async)
+
+    def activate(self, handle: InstanceRun) -> None:
+        """Make the run current, with no span current."""
+        handle.tokens = (context.RUN.set(handle), context.SPAN.set(None))
+
+    def deactivate(self, handle: InstanceRun) -> None:
+        """Restore what was current before."""
+        tokens = handle.tokens
+        if tokens is not None:
+            handle.tokens = None
+            context.SPAN.reset(tokens[1])
+            context.RUN.reset(tokens[0])
+
+    def current(self) -> InstanceRun | None:
+        """This scope's run current here, if any."""
+        run = context.RUN.get()
+        return run if run is not None and run.scope is self else None
+
+    async def entered(self, handle: InstanceRun) -> None:
+        """Inline delivery: wait for register and start within the enter budget."""
+        if not self._inline(handle.engine):
+            return
+        try:
+            await handle.settle_open(self.enter_timeout)
+        except asyncio.CancelledError:
+            # The block will not run; what got created is finished as cancelled.
+            handle.end("cancelled")
+            await handle.settle_end(self.finish_timeout)
+            raise
+        except BaseException:
+            handle.end("cancelled")
+            raise
+
+    def entered_sync(self, handle: InstanceRun) -> None:
+        """:meth:`entered` for sync code."""
+        if not self._inline(handle.engine):
+            return
+        try:
+            handle.settle_open_sync(self.enter_timeout)
+        except BaseException:
+            handle.end("cancelled")
+            raise
+
+    async def leave(
+        self, handle: InstanceRun, exc: BaseException | None, output: Any = None
+    ) -> BaseException | None:
+        """End the run; with inline delivery, wait for its finish within the budget."""
+        instead = _terminated_instead(handle, exc)
+        handle.end(error=exc)
+        if self._inline(handle.engine):
+            await handle.settle_end(self.finish_timeout)
+            self._raise_strict(handle, exc)
+        return instead
+
+    def leave_sync(
+        self, handle: InstanceRun, exc: BaseException | None, output: Any = None
+    ) -> BaseException | None:
+        """:meth:`leave` for sync code."""
+        handle.end(error=exc)
+        if self._inline(handle.engine):
+            handle.settle_end_sync(self.finish_timeout)
+            self._raise_strict(handle, exc)
+        return None
+
+    def _raise_strict(self, handle: InstanceRun, exc: BaseException | None) -> None:
+        record = handle.record
+        if (
+            self.strict
+            and exc is None
+            and record.state is RecordingState.NOT_RECORDED
+            and record.error is not None
+        ):
+            raise record.error
+
+
+_warned_sites: set[tuple[str, int]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_outside(schema_name: str) -> None:
+    # Once per call site: a span outside any run in a new place is news; in the same
+    # place again, it is not.
+    frame = sys._getframe(3)
+    site = (frame.f_code.co_filename, frame.f_lineno)
+    with _warned_lock:
+        if site in _warned_sites:
+            return
+        _warned_sites.add(site)
+    log.warning(
+        "aioprefactor: span %r opened outside any agent_instance run (%s:%d); it is not "
+        "recorded (in a thread? pass the context along: aioprefactor.wrap, "
+        "ContextThreadPoolExecutor or contextvars.copy_context())",
+        schema_name,
+        site[0],
+        site[1],
+    )
+
+
+def forget_warnings() -> None:
+    """Warn again about every call site (for tests)."""
+    with _warned_lock:
+        _warned_sites.clear()
+
+
+@final
+class SpanScope(Scope[SpanRun]):
+    """What ``span(...)`` returns: a block (``with``/``async with``) and a decorator."""
+
+    __slots__ = ("enter_timeout", "finish_timeout", "parent", "payload", "schema_name", "strict")
+
+    def __init__(
+        self,
+        schema_name: str,
+        payload: Mapping[str, Any] | None,
+        *,
+        parent: SpanRun | None,
+        strict: bool | None,
+        enter_timeout: float,
+        finish_timeout: float,
+    ) -> None:
+        super().__init__()
+        self.schema_name = checks.required_str(schema_name, "schema_name")
+        self.payload = {} if payload is None else copy_json(json_object(payload, "payload"))
+        if parent is not None and not isinstance(parent, SpanRun):
+            raise TypeError(f"parent must be a span handle, not {type(parent).__name__}")
+        self.parent = parent
+        self.strict = strict if strict is None else checks.boolean(strict, "strict")
+        self.enter_timeout = checks.seconds(enter_timeout, "enter_timeout")
+        self.finish_timeout = checks.seconds(finish_timeout, "finish_timeout")
+
+    def __repr__(self) -> str:
+        return f"<SpanScope {self.schema_name!r}>"
+
+    def start(
+        self,
+        *,
+        run: InstanceRun | None = None,
+        started_at: datetime | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> SpanRun:
+        """Begin a span now without making it current (see :func:`open_span`)."""
+        parent = self.parent if self.parent is not None else context.SPAN.get()
+        if run is None:
+            run = parent.run if parent is not None else context.RUN.get()
+        elif parent is not None and parent.run is not run:
+            parent = None
+        strict = self.strict if self.strict is not None else (run.strict if run else False)
+        body = self.payload if payload is None else payload
+        if run is None:
+            if strict:
+                raise RuntimeError(
+                    f"span {self.schema_name!r} opened outside any agent_instance run"
+                )
+            _warn_outside(self.schema_name)
+            return SpanRun(
+                None,
+                None,
+                run=None,
+                parent=parent,
+                schema_name=self.schema_name,
+                payload=body,
+                strict=strict,
+            )
+        if run.terminated and run.record.on_terminate == "cancel" and not run.ended:
+            raise AgentTerminated(run.termination_reason, run.id)
+        parent_record = parent.record if parent is not None else None
+        record = SpanRecord(
+            run.record, parent_record, self.schema_name, body, started_at=started_at
+        )
+        handle = SpanRun(
+            run.engine,
+            record,
+            run=run,
+            parent=parent,
+            schema_name=self.schema_name,
+            payload=body,
+            strict=strict,
+        )
+        handle.begin()
+        return handle
+
+    def _inline(self, handle: SpanRun) -> bool:
+        run = handle.run
+        return run is not None and (handle.strict or run.engine.options.inline)
+
+    # --- the entry hooks ------------------------------------------------------------------
+
+    def open_entry(self, call: Call | None, *, is_async: bool) -> SpanRun:
+        """Make and begin a span for one entry."""
+        return self.start()
+
+    def activate(self, handle: SpanRun) -> None:
+        """Make the span current."""
+        handle.tokens = (context.SPAN.set(handle),)
+
+    def deactivate(self, handle: SpanRun) -> None:
+        """Restore the span current before."""
+        tokens = handle.tokens
+        if tokens is not None:
+            handle.tokens = None
+            context.SPAN.reset(tokens[0])
+
+    def current(self) -> SpanRun | None:
+        """The span current here, if any."""
+        return context.SPAN.get()
+
+    async def entered(self, handle: SpanRun) -> None:
+        """Inline delivery: wait for the create within the enter budget."""
+        if self._inline(handle):
+            await handle.settle_open(self.enter_timeout)
+
+    def entered_sync(self, handle: SpanRun) -> None:
+        """:meth:`entered` for sync code."""
+        if self._inline(handle):
+            handle.settle_open_sync(self.enter_timeout)
+
+    async def leave(
+        self, handle: SpanRun, exc: BaseException | None, output: Any = None
+    ) -> BaseException | None:
+        """End the span (the run's finish waits for it; strict also waits here)."""
+        handle.end(error=exc)
+        if handle.strict and handle.run is not None:
+            await handle.settle_end(self.finish_timeout)
+        return None
+
+    def leave_sync(
+        self, handle: SpanRun, exc: BaseException | None, output: Any = None
+    ) -> BaseException | None:
+        """:meth:`leave` for sync code; raises AgentTerminated in a terminated run."""
+        handle.end(error=exc)
+        if handle.strict and handle.run is not None:
+            handle.settle_end_sync(self.finish_timeout)
+        run = handle.run
+        if (
+            run is not None
+            and run.terminated
+            and run.record.on_terminate == "cancel"
+            and not run.ended
+            and not isinstance(exc, AgentTerminated)
+        ):
+            return AgentTerminated(run.termination_reason, run.id)
+        return None
+
+
+def span(
+    schema_name: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    parent: SpanRun | None = None,
+    strict: bool | None = None,
+    enter_timeout: float = DEFAULT_ENTER_TIMEOUT,
+    finish_timeout: float = DEFAULT_FINISH_TIMEOUT,
+) -> SpanScope:
+    """Record a span around a block or each call of a decorated function.
+
+    The span is created ``active`` in the current run, under the current span, and
+    finished with the status the block's ending implies (or the one set with
+    ``complete()``, ``fail()``, ``cancel()``), carrying the result set with
+    ``set_result()``. Works in ``with`` and ``async with`` blocks, and on ``def``,
+    ``async def`` and generator functions.
+
+    Args:
+        schema_name: The span type, e.g. ``"agent:llm"``.
+        payload: The span's parameters, a JSON object.
+        parent: The parent span; the current span when omitted.
+        strict: Raise on telemetry failures instead of failing open (and wait for the
+            API); the run's setting when omitted.
+        enter_timeout: Inline delivery: seconds the block waits for the create.
+        finish_timeout: Strict: seconds the end of the block waits for the finish.
+
+    Raises:
+        TypeError: A payload that is not a JSON object, a bad parent.
+        ValueError: An empty schema name, NaN in the payload.
+    """
+    return SpanScope(
+        schema_name,
+        payload,
+        parent=parent,
+        strict=strict,
+        enter_timeout=enter_timeout,
+        finish_timeout=finish_timeout,
+    )
+
+
+def open_span(
+    schema_name: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    parent: SpanRun | None = None,
+    run: InstanceRun | None = None,
+    started_at: datetime | None = None,
+) -> SpanRun:
+    """Begin a span now and end it later with ``handle.end()``; it is not made current.
+
+    For framework callbacks, where the start and the end arrive as separate calls.
+    Nothing here waits for the network.
+
+    Args:
+        schema_name: The span type.
+        payload: The span's parameters, a JSON object.
+        parent: The parent span; the current span when omitted.
+        run: The run; the parent's run, or the current run, when omitted.
+        started_at: When the span began; now when omitted.
+
+    Returns:
+        The span's handle; with no run at all, a handle that records nothing.
+
+    Raises:
+        TypeError: A payload that is not a JSON object, a bad parent or run.
+        ValueError: An empty schema name, NaN in the payload.
+    """
+    if run is not None and not isinstance(run, InstanceRun):
+        raise TypeError(f"run must be a run handle, not {type(run).__name__}")
+    scope = SpanScope(
+        schema_name,
+        payload,
+        parent=parent,
+        strict=None,
+        enter_timeout=DEFAULT_ENTER_TIMEOUT,
+        finish_timeout=DEFAULT_FINISH_TIMEOUT,
+    )
+    return scope.start(run=run, started_at=started_at)
+
+
+@contextlib.contextmanager
+def use_span(handle: SpanRun) -> Iterator[SpanRun]:
+    """Make a span (and its run) current for a block, without ending it afterwards.
+
+    For spans begun with :func:`open_span`, so that code called inside nests under them.
+
+    Raises:
+        TypeError: ``handle`` is not a span handle.
+    """
+    if not isinstance(handle, SpanRun):
+        raise TypeError(f"use_span() takes a span handle, not {type(handle).__name__}")
+    run_token = context.RUN.set(handle.run)
+    span_token = context.SPAN.set(handle)
+    try:
+        yield handle
+    finally:
+        context.SPAN.reset(span_token)
+        context.RUN.reset(run_token)
