@@ -60,7 +60,7 @@ QUICK = Params(
     lifecycle_n={1: 150, 50: 400},
     latencies=(0.020, 0.050),
     run_rounds=3,
-    run_n=5,
+    run_n=8,
     decode_s=0.4,
     import_rounds=5,
     open_n=10_000,
@@ -459,7 +459,9 @@ How it was measured:
 - Open runs: {open_rounds} round(s) of four worker processes: N tasks each inside `async
   with client.agent_instance(...)`, having awaited `run.wait_recorded()` (registered and
   started), and N tasks holding nothing; RSS (and, in two more processes, `tracemalloc`)
-  growth from before the tasks were made until all hold. Per open run: the difference
+  growth from before the tasks were made until all hold, each RSS read after
+  `gc.collect()` and `malloc_trim(0)` so that it shows what is held rather than the
+  high-water mark of the requests in flight meanwhile. Per open run: the difference
   divided by N.
 - Throughput: ours only, one round; all runs in one client, timed until `flush()` returned.
 - Decode: one instance response decoded for {decode_s} s of CPU per side and round;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import importlib
 import resource
@@ -34,8 +35,18 @@ import aioprefactor
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6")
+except OSError:  # not glibc: RSS as it is
+    _LIBC = None
+
 
 def _rss_bytes() -> int:
+    gc.collect()
+    # Give freed heap back to the system first, so RSS shows what is held, not the
+    # high-water mark of the requests that were in flight meanwhile.
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
 
