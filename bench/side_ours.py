@@ -90,13 +90,19 @@ def _check_delivered(client: aioprefactor.Client, flushed: bool) -> None:
         raise RuntimeError(msg)
 
 
-def _check_recorded(control: str, runs: int) -> None:
-    """Fail the figure unless the server holds every run complete, with all its spans."""
-    found = recorded(control)
+def _check_recorded(control: str, before: dict[str, int] | None, runs: int) -> None:
+    """Fail the figure unless the server gained every run complete, with all its spans.
+
+    ``before`` is what the server held before (the other sides of the round share it).
+    """
+    after = recorded(control)
+    if before is None or after is None:
+        return
+    gained = {key: after[key] - before[key] for key in after}
     spans = runs * SPANS_PER_RUN
     expected = {"instances": runs, "complete": runs, "spans": spans, "spans complete": spans}
-    if found is not None and found != expected:
-        msg = f"{runs} runs with {spans} spans sent; the server holds {found}"
+    if gained != expected:
+        msg = f"{runs} runs with {spans} spans sent; the server gained {gained}"
         raise RuntimeError(msg)
 
 
@@ -104,6 +110,7 @@ async def run(
     url: str, token: str, control: str, n: int, gap: float, delivery: str, batching: bool
 ) -> dict[str, Any]:
     """Runs of 10 spans, one after another, as an agent's entrypoint records them."""
+    before = recorded(control)
     client = aioprefactor.Client(api_url=url, api_token=token, delivery=delivery, batching=batching)
 
     async def one() -> None:
@@ -119,12 +126,13 @@ async def run(
     result = await measure_runs(
         one, n=n, gap=gap, drain=client.flush, settle=settle, control=control
     )
-    _check_recorded(control, WARM_RUNS + n)
+    _check_recorded(control, before, WARM_RUNS + n)
     return result
 
 
 def sync_run(url: str, token: str, control: str, n: int, gap: float) -> dict[str, Any]:
     """The same runs in plain ``def`` code: ``with`` blocks, no event loop in this thread."""
+    before = recorded(control)
     client = aioprefactor.Client(api_url=url, api_token=token)
 
     def one() -> None:
@@ -140,7 +148,7 @@ def sync_run(url: str, token: str, control: str, n: int, gap: float) -> dict[str
     result = measure_runs_sync(
         one, n=n, gap=gap, drain=client.flush_sync, settle=settle, control=control
     )
-    _check_recorded(control, WARM_RUNS + n)
+    _check_recorded(control, before, WARM_RUNS + n)
     return result
 
 
