@@ -110,7 +110,9 @@ def judge(result: dict[str, Any]) -> dict[str, Any]:
         elif inst["status"] != INSTANCE_STATUS[ending]:
             counts["wrong status"] += 1
             wrong_as[f"{ending} -> {inst['status']}"] += 1
-        spans = spans_of.get(inst["id"], [])
+        # In the order the blocks began (their own start times): a retried create can
+        # reach the server after its sibling's, so creation order is not block order.
+        spans = sorted(spans_of.get(inst["id"], []), key=lambda span: span["started_at"] or "")
         if len(spans) != SPANS:
             counts["spans missing or extra"] += abs(SPANS - len(spans))
         expected = ["complete"] * (SPANS - 1) + [LAST_SPAN_STATUS[ending]]
@@ -188,7 +190,9 @@ request, with the probability of `--rate`, gets a 503, a 429 with `Retry-After`,
 latency, a lost response (effect applied, connection dropped) or a non-JSON body. Runs end
 at random (return, raise, task cancel, `asyncio.timeout`, explicit fail), and the server's
 instances and spans are then compared, after the client's flush (ours) or close
-(prefactor-core drains its queue there), with what each ending implies. Ours runs once per
+(prefactor-core drains its queue there), with what each ending implies; a run's spans are
+taken in the order of their `started_at` (a retried create may reach the server after a
+later sibling's). Ours runs once per
 delivery mode: `background` (the default: nothing on the agent's path awaits the network)
 and `inline` (awaited). prefactor-core has no instance context manager, so its side
 finishes each run itself, as a careful user would. "client stats" are ours'
