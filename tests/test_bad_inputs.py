@@ -820,13 +820,13 @@ BAD_INPUTS = [
         "span-payload-nan",
         ValueError,
         "payload['t'] is nan",
-        lambda c: pf.span("agent:llm", {"t": NAN}),
+        lambda c: pf.span("agent:llm", {"t": NAN}, strict=True),
     ),
     bad(
         "span-payload-list",
         TypeError,
         "payload must be a dict",
-        lambda c: pf.span("agent:llm", ["a"]),
+        lambda c: pf.span("agent:llm", ["a"], strict=True),
     ),
     bad(
         "span-parent-str",

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
+
 from aioprefactor import Client
 
 if TYPE_CHECKING:
     from aioprefactor.testing import LocalPrefactor
 
 VERSION = {"name": "Close", "external_identifier": "1"}
+
+pytestmark = pytest.mark.inline
 
 
 async def test_aclose_waits_for_a_slow_finish_however_long_it_takes(

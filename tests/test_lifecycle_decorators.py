@@ -340,17 +340,26 @@ def sync_generator() -> Iterator[int]:
     yield 1
 
 
-@pytest.mark.parametrize("fn", [sync_function, sync_generator, lambda: None])
-@pytest.mark.parametrize("door", ["agent_instance", "span"])
-def test_sync_callables_are_refused_at_decoration(fn: Callable[[], object], door: str) -> None:
-    """TypeError naming sync support, raised when decorating, not when calling."""
-    scope: Any = (
-        aioprefactor.agent_instance(agent_id="a", agent_version=VERSION)
-        if door == "agent_instance"
-        else aioprefactor.span("agent:step")
-    )
-    with pytest.raises(TypeError, match="sync"):
-        scope(fn)
+@pytest.mark.parametrize("fn", [sync_function, sync_generator])
+async def test_sync_callables_are_decorated_and_recorded(
+    prefactor_api: LocalPrefactor, prefactor_client: Client, fn: Callable[[], object]
+) -> None:
+    """A def function or generator decorated with span() is recorded under the current run."""
+    wrapped: Any = aioprefactor.span("agent:step")(fn)
+    assert wrapped.__name__ == fn.__name__
+    async with prefactor_client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+        result = wrapped()
+        if not isinstance(result, int):
+            assert [1] == list(result)
+    await prefactor_client.flush()
+    assert run.id is not None
+    assert ["complete"] == [s["status"] for s in prefactor_api.spans(run.id)]
+
+
+def test_decorating_something_not_callable_is_a_type_error() -> None:
+    """TypeError when a scope is applied to something that is not a function."""
+    with pytest.raises(TypeError, match="decorates functions"):
+        aioprefactor.span("agent:step")(42)  # type: ignore[call-overload]
 
 
 async def test_span_decorator_records_a_span_per_call(

@@ -198,7 +198,7 @@ SCRIPT = textwrap.dedent(
 async def test_default_client_works_across_event_loops_and_closes_cleanly(
     prefactor_api: LocalPrefactor,
 ) -> None:
-    """Two asyncio.run calls: two runs, one client per loop, each closed, no warning."""
+    """Two asyncio.run calls: two runs through the one default client, no warning."""
     env = {
         "PREFACTOR_API_URL": prefactor_api.url,
         "PREFACTOR_API_TOKEN": prefactor_api.token,
@@ -218,8 +218,8 @@ async def test_default_client_works_across_event_loops_and_closes_cleanly(
     assert process.returncode == 0, stderr.decode()
     assert stderr.decode() == ""
     result = json.loads(stdout)
-    assert result["states"] == ["closed", "closed"]
-    assert result["same"] is False
+    assert result["states"] == ["open", "open"]
+    assert result["same"] is True
     assert [prefactor_api.instance(i)["status"] for i in result["ids"]] == ["complete"] * 2
     for instance_id in result["ids"]:
         assert [s["status"] for s in prefactor_api.spans(instance_id)] == ["complete"]
@@ -234,7 +234,9 @@ async def test_default_client_works_across_event_loops_and_closes_cleanly(
 def _base_env() -> dict[str, str]:
     import os  # noqa: PLC0415 - only the subprocess test needs the environment
 
-    return {k: v for k, v in os.environ.items() if not k.startswith("PREFACTOR_")}
+    # These scripts read ids inside their blocks: inline delivery.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFACTOR_")}
+    return {**env, "PREFACTOR_DELIVERY": "inline"}
 
 
 SHUTDOWN_SCRIPT = textwrap.dedent(

@@ -288,9 +288,6 @@ async def test_local_mistakes_raise_before_anything_is_sent(
 SPAN_MISTAKES: list[tuple[str, Callable[[], object], type[Exception]]] = [
     ("empty-name", lambda: aioprefactor.span(""), ValueError),
     ("name-not-str", lambda: aioprefactor.span(3), TypeError),  # type: ignore[arg-type]
-    ("payload-not-object", lambda: aioprefactor.span("s", [1]), TypeError),  # type: ignore[arg-type]
-    ("payload-not-json", lambda: aioprefactor.span("s", {"x": object()}), TypeError),
-    ("payload-nan", lambda: aioprefactor.span("s", {"x": math.nan}), ValueError),
     ("parent-not-span", lambda: aioprefactor.span("s", parent="p"), TypeError),  # type: ignore[arg-type]
 ]
 
@@ -315,20 +312,64 @@ async def test_span_mistakes_raise_inside_a_run(
     assert span_requests(prefactor_api) == []
 
 
+BAD_PAYLOADS: list[tuple[str, Any, type[Exception], Any]] = [
+    ("not-object", [1], TypeError, {"value": [1]}),
+    ("set", {"x": {2, 1}}, TypeError, {"x": [1, 2]}),
+    ("nan", {"x": math.nan}, ValueError, {"x": "NaN"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "recorded"),
+    [(payload, error, recorded) for _, payload, error, recorded in BAD_PAYLOADS],
+    ids=[name for name, _, _, _ in BAD_PAYLOADS],
+)
+async def test_payload_json_cannot_hold_is_converted_or_raised_when_strict(
+    prefactor_api: LocalPrefactor,
+    prefactor_client: Client,
+    payload: Any,
+    error: type[Exception],
+    recorded: Any,
+) -> None:
+    """Converted and recorded in the default mode; raised at entry in a strict run."""
+    scope = prefactor_client.agent_instance(agent_id="a", agent_version=VERSION)
+    async with scope as run, aioprefactor.span("s", payload) as converted:
+        pass
+    assert converted.id is not None
+    assert recorded == prefactor_api.span(converted.id)["payload"]
+    strict = prefactor_client.agent_instance(agent_id="a", agent_version=VERSION, strict=True)
+    before = len(span_requests(prefactor_api))
+    async with strict:
+        with pytest.raises(error):
+            async with aioprefactor.span("s", payload):
+                pass
+    assert before == len(span_requests(prefactor_api))
+    assert run.id is not None
+
+
 @pytest.mark.parametrize("strict", [False, True])
-async def test_bad_result_raises_in_both_modes(
+async def test_bad_result_is_converted_or_raised_when_strict(
     prefactor_api: LocalPrefactor, prefactor_client: Client, strict: bool
 ) -> None:
-    """TypeError for a result that is not a JSON object; ValueError for NaN."""
+    """Strict: TypeError for a result that is not a JSON object, ValueError for an infinity.
+
+    Default: both recorded, converted; the last one set wins.
+    """
     scope = prefactor_client.agent_instance(agent_id="a", agent_version=VERSION, strict=strict)
     async with scope, aioprefactor.span("agent:step") as s:
-        with pytest.raises(TypeError):
+        if strict:
+            with pytest.raises(TypeError):
+                s.set_result(["not", "an", "object"])  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="inf"):
+                s.complete({"x": math.inf})
+            s.complete({"x": 1})
+        else:
             s.set_result(["not", "an", "object"])  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="inf"):
+            assert {"value": ["not", "an", "object"]} == s.result
             s.complete({"x": math.inf})
-        s.complete({"x": 1})
     assert s.id is not None
-    assert prefactor_api.span(s.id)["result_payload"] == {"x": 1}
+    expected = {"x": 1} if strict else {"x": "Infinity"}
+    assert expected == prefactor_api.span(s.id)["result_payload"]
 
 
 async def test_span_outside_a_run_is_a_noop_with_one_warning(
@@ -368,7 +409,9 @@ async def test_terminated_run_records_it_and_sends_no_finish(
     prefactor_api: LocalPrefactor, prefactor_client: Client, strict: bool
 ) -> None:
     """run.terminated and its reason after a span answer carries the signal; no finish sent."""
-    scope = prefactor_client.agent_instance(agent_id="a", agent_version=VERSION, strict=strict)
+    scope = prefactor_client.agent_instance(
+        agent_id="a", agent_version=VERSION, strict=strict, on_terminate="record"
+    )
     async with scope as run:
         assert run.id is not None
         prefactor_api.terminate(run.id, "budget exceeded")
@@ -393,7 +436,10 @@ async def test_span_open_when_the_run_is_terminated_is_still_finished(
     prefactor_api: LocalPrefactor, prefactor_client: Client
 ) -> None:
     """'complete' on the server for a span created before the terminate signal arrived."""
-    async with prefactor_client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+    scope = prefactor_client.agent_instance(
+        agent_id="a", agent_version=VERSION, on_terminate="record"
+    )
+    async with scope as run:
         assert run.id is not None
         prefactor_api.terminate(run.id, "budget exceeded")
         async with aioprefactor.span("agent:step") as step:
@@ -436,7 +482,9 @@ async def test_strict_span_finish_is_awaited_so_the_signal_is_known_after_the_bl
     prefactor_api: LocalPrefactor, prefactor_client: Client
 ) -> None:
     """run.termination_reason right after a strict span's block whose finish carried it."""
-    scope = prefactor_client.agent_instance(agent_id="a", agent_version=VERSION, strict=True)
+    scope = prefactor_client.agent_instance(
+        agent_id="a", agent_version=VERSION, strict=True, on_terminate="record"
+    )
     async with scope as run:
         assert run.id is not None
         async with aioprefactor.span("agent:step"):

@@ -73,12 +73,16 @@ def reset() -> None:
         old.close(0.0)
 
 
-async def _lifetime(client: Client) -> AsyncGenerator[None]:
+async def _lifetime(client: Client, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None]:
     try:
         yield
     finally:
-        if client.state is not ClientState.CLOSED:
-            await client.flush(client.shutdown_timeout)
+        try:
+            if client.state is not ClientState.CLOSED:
+                await client.flush(client.shutdown_timeout)
+        finally:
+            # The generator refers back to its loop: drop it, or the loop is never collected.
+            _lifetimes.pop(loop, None)
 
 
 def _watch_loop() -> None:
@@ -90,7 +94,7 @@ def _watch_loop() -> None:
         return
     # The loop finalises unfinished async generators at shutdown; this one flushes the
     # default client there.
-    lifetime = _lifetime(_client[0])
+    lifetime = _lifetime(_client[0], loop)
     with contextlib.suppress(StopIteration):
         lifetime.asend(None).send(None)
     _lifetimes[loop] = lifetime

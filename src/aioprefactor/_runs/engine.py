@@ -24,6 +24,7 @@ out what each record still owes the API:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import concurrent.futures
 import heapq
@@ -285,6 +286,7 @@ class Engine:
             )
             self._loop, self._thread = loop, thread
             thread.start()
+            atexit.register(_close_at_exit, weakref.ref(self))
             return loop
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -392,14 +394,14 @@ class Engine:
         if run.end is not None and span.end is None:
             self._give_up(span, RuntimeError("the span opened after its run ended"))
         elif run.state is not S.ACTIVE:
-            if run.settled or run.state is S.FINISHING:
-                self._give_up(span, run.error)
+            if run.settled or run.state in {S.FINISHING, S.UNSTARTED}:
+                self._give_up(span, None)
             else:
                 run.park(span)
                 self._parked += 1
         elif parent is not None and parent.id is None:
             if parent.settled:
-                self._give_up(span, parent.error)
+                self._give_up(span, None)
             else:
                 parent.park(span)
                 self._parked += 1
@@ -414,7 +416,12 @@ class Engine:
     def _end_span(self, span: SpanRecord) -> None:
         # Queued: its create carries the end. Being created: the answer decides.
         if span.state is S.ACTIVE:
-            self._owe(Kind.FINISH_SPAN, span)
+            self._finish_span(span)
+
+    def _finish_span(self, span: SpanRecord) -> None:
+        # FINISHING from the moment it is owed, so it is owed once whatever arrives next.
+        span.move(S.FINISHING)
+        self._owe(Kind.FINISH_SPAN, span)
 
     def _drop(self, span: SpanRecord) -> None:
         span.error = RuntimeError("the delivery queue is full")
@@ -429,7 +436,8 @@ class Engine:
             )
 
     def _give_up(self, span: SpanRecord, why: BaseException | None) -> None:
-        span.error = why or RuntimeError("its run or parent span was not recorded")
+        # A span of a run (or parent) that is not recorded has no error of its own.
+        span.error = why
         span.move(S.NOT_RECORDED)
         self._settle_span(span)
 
@@ -443,7 +451,8 @@ class Engine:
         self._finish_run_when_ready(run)
 
     def _finish_run_when_ready(self, run: RunRecord) -> None:
-        if run.end is not None and run.state is S.ACTIVE and not run.open_spans:
+        ready = run.state is S.ACTIVE or run.state is S.UNSTARTED
+        if run.end is not None and ready and not run.open_spans:
             run.move(S.FINISHING)
             self._owe(Kind.FINISH_RUN, run)
 
@@ -509,8 +518,6 @@ class Engine:
             op.record.move(S.REGISTERING)
         elif op.kind is Kind.START and op.record.state is S.REGISTERED:
             op.record.move(S.OPENING)
-        elif op.kind is Kind.FINISH_SPAN and op.record.state is S.ACTIVE:
-            op.record.move(S.FINISHING)
         self._launch(self._attempt(op), batch_lane)
 
     async def _attempt(self, op: Op) -> None:
@@ -665,18 +672,33 @@ class Engine:
             record.error = error
         if record.settled:
             return
+        if op.kind is Kind.START:
+            # Registered, never started: still finished, so nothing stays pending.
+            assert isinstance(record, RunRecord)
+            record.move(S.UNSTARTED)
+            self._release(record)
+            self._finish_run_when_ready(record)
+            if not record.warned:
+                record.warned = True
+                log.warning("aioprefactor: agent instance %s not started: %s", record.id, error)
+            return
         record.move(S.NOT_RECORDED)
+        warn = not record.warned
+        record.warned = True
         if isinstance(record, SpanRecord):
             self._settle_span(record)
+            if warn:
+                log.warning("aioprefactor: span %r not recorded: %s", record.schema_name, error)
         else:
             assert isinstance(record, RunRecord)
             self._release(record)
             self._run_done(record)
-            log.warning(
-                "aioprefactor: a run of agent %s was not recorded: %s",
-                record.registration.agent_id or "(token's agent)",
-                error,
-            )
+            if warn:
+                log.warning(
+                    "aioprefactor: a run of agent %s not recorded: %s",
+                    record.registration.agent_id or "(the token's agent)",
+                    error,
+                )
 
     def _run_done(self, run: RunRecord) -> None:
         self._open_runs.discard(run)
@@ -696,7 +718,7 @@ class Engine:
                     record.move(S.ACTIVE)
                     self._release(record)
                     if record.end is not None:
-                        self._owe(Kind.FINISH_SPAN, record)
+                        self._finish_span(record)
                     return
             if not record.settled:
                 record.move(S.FINISHED)
@@ -730,6 +752,7 @@ class Engine:
         if run.settled:
             return
         run.termination_reason = reason
+        run.error = None  # a 409 that turned out to be the termination is not an error
         was_finishing = run.state is S.FINISHING
         run.move(S.TERMINATED)
         self._run_done(run)
@@ -772,6 +795,13 @@ class Engine:
                 lost,
                 " (the API refused connections)" if self._api_down else "",
             )
+
+
+def _close_at_exit(ref: weakref.ref[Engine]) -> None:
+    # A script that simply ends loses nothing: deliver within shutdown_timeout.
+    engine = ref()
+    if engine is not None and not engine.closed and engine._pid == os.getpid():
+        engine.close(engine.options.shutdown_timeout)
 
 
 def after_fork_in_child() -> None:

@@ -15,7 +15,7 @@ import functools
 import inspect
 import logging
 import types
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
@@ -30,6 +30,15 @@ Y = TypeVar("Y")
 S = TypeVar("S")
 
 Call = tuple["Callable[..., Any]", tuple[Any, ...], dict[str, Any]]
+NOTHING: Any = object()
+"""What a block left with: not a call that returned a value."""
+
+
+class Collector(Protocol):
+    """Keeps what a generator yielded."""
+
+    def add(self, item: object) -> None:
+        """Keep one yielded item."""
 
 
 class Scope(Generic[H]):
@@ -67,18 +76,21 @@ class Scope(Generic[H]):
         """:meth:`entered` for sync code."""
 
     async def leave(
-        self, handle: H, exc: BaseException | None, output: Any = None
+        self, handle: H, exc: BaseException | None, output: Any = NOTHING
     ) -> BaseException | None:
-        """End the entry; an exception to raise instead of ``exc``, if any."""
+        """End the entry; an exception to raise instead of ``exc``, if any.
+
+        ``output`` is what a decorated function returned, or a generator's collector.
+        """
         raise NotImplementedError
 
     def leave_sync(
-        self, handle: H, exc: BaseException | None, output: Any = None
+        self, handle: H, exc: BaseException | None, output: Any = NOTHING
     ) -> BaseException | None:
         """:meth:`leave` for sync code."""
         raise NotImplementedError
 
-    def collector(self) -> Callable[[Any], None] | None:
+    def collector(self, handle: H) -> Collector | None:
         """A sink for what a decorated generator yields (capture), or ``None``."""
         return None
 
@@ -248,7 +260,7 @@ def _async_generator(
         inner = fn(*args, **kwargs)
         context = contextvars.copy_context()
         handle = context.run(scope.open_entry, (fn, args, kwargs), is_async=True)
-        collect = scope.collector()
+        collect = scope.collector(handle)
         ended: BaseException | None = None
         try:
             await _step(context, scope.entered(handle))
@@ -265,7 +277,7 @@ def _async_generator(
                 except StopAsyncIteration:
                     break
                 if collect is not None:
-                    collect(item)
+                    collect.add(item)
                 try:
                     sent = yield item
                 except GeneratorExit:
@@ -279,7 +291,7 @@ def _async_generator(
             try:
                 await _step(context, inner.aclose())
             finally:
-                instead = await _step(context, scope.leave(handle, ended))
+                instead = await _step(context, scope.leave(handle, ended, collect or NOTHING))
                 if instead is not None:
                     raise instead from ended
 
@@ -294,7 +306,7 @@ def _generator(
         inner = fn(*args, **kwargs)
         context = contextvars.copy_context()
         handle = context.run(scope.open_entry, (fn, args, kwargs), is_async=False)
-        collect = scope.collector()
+        collect = scope.collector(handle)
         ended: BaseException | None = None
         try:
             context.run(scope.entered_sync, handle)
@@ -312,7 +324,7 @@ def _generator(
                     result: R = stop.value
                     break
                 if collect is not None:
-                    collect(item)
+                    collect.add(item)
                 try:
                     sent = yield item
                 except GeneratorExit:
@@ -326,7 +338,7 @@ def _generator(
             try:
                 context.run(inner.close)
             finally:
-                instead = context.run(scope.leave_sync, handle, ended)
+                instead = context.run(scope.leave_sync, handle, ended, collect or NOTHING)
                 if instead is not None:
                     raise instead from ended
         return result

@@ -14,9 +14,9 @@ import logging
 from typing import TYPE_CHECKING, Any, Final, final
 
 from aioprefactor._runs import engine as _engine
+from aioprefactor._runs.capture import to_payload, with_error
 from aioprefactor._runs.records import End, RecordingState, now, status_for
 from aioprefactor._wire.errors import PrefactorError, PrefactorTimeoutError
-from aioprefactor._wire.payloads import copy_json, json_object
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -31,7 +31,7 @@ log: Final = logging.getLogger("aioprefactor")
 
 S = RecordingState
 _OPENED: Final = frozenset(
-    {S.ACTIVE, S.FINISHING, S.FINISHED, S.NOT_RECORDED, S.TERMINATED, S.DROPPED}
+    {S.ACTIVE, S.UNSTARTED, S.FINISHING, S.FINISHED, S.NOT_RECORDED, S.TERMINATED, S.DROPPED}
 )
 _SETTLED: Final = frozenset({S.FINISHED, S.NOT_RECORDED, S.TERMINATED, S.DROPPED})
 
@@ -53,21 +53,6 @@ class AgentTerminated(Exception):  # noqa: N818 - the name says what happened, a
         )
         self.reason = reason
         self.instance_id = instance_id
-
-
-def _result(result: Mapping[str, Any] | None, where: str) -> dict[str, Any] | None:
-    return None if result is None else copy_json(json_object(result, where))
-
-
-def _error_info(exc: BaseException, secret: str) -> dict[str, Any]:
-    kind = type(exc)
-    try:
-        message = str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not break the run
-        message = f"<{kind.__name__}>"
-    if secret:
-        message = message.replace(secret, "***")
-    return {"type": f"{kind.__module__}.{kind.__qualname__}", "message": message[:4096]}
 
 
 async def _wait(future: concurrent.futures.Future[Any], timeout: float | None) -> bool:
@@ -163,6 +148,9 @@ class _Handle:
         )
         if self._late is None:
             self._late = error
+        record = self._record
+        if record is not None:
+            record.warned = True
         log.warning(
             "aioprefactor: %s not recorded (yet), the block runs without it: %s", self._kind, error
         )
@@ -197,7 +185,7 @@ class InstanceRun(_Handle):
         strict: Whether telemetry failures raise instead of failing open.
     """
 
-    __slots__ = ("_record", "client", "scope")
+    __slots__ = ("_record", "client", "root", "scope")
 
     _kind = "agent instance"
 
@@ -214,6 +202,8 @@ class InstanceRun(_Handle):
         self._record: RunRecord = record
         self.client = client
         self.scope = scope
+        # The span recording a decorated call (``capture=True``), if any.
+        self.root: SpanRun | None = None
 
     def __repr__(self) -> str:
         return self._describe(terminated=self.terminated)
@@ -248,14 +238,7 @@ class InstanceRun(_Handle):
     @property
     def recording(self) -> bool:
         """Whether spans opened now are recorded: started (or on its way), not ended."""
-        record = self._record
-        return self.status is None and record.state in {
-            S.QUEUED,
-            S.REGISTERING,
-            S.REGISTERED,
-            S.OPENING,
-            S.ACTIVE,
-        }
+        return self.status is None and self.telemetry_error is None and not self._record.settled
 
     def complete(self) -> None:
         """Finish as ``complete`` at the end of the block, whatever happens after.
@@ -336,7 +319,8 @@ class InstanceRun(_Handle):
         decided = self._decide(status, error)
         record = self._record
         record.end = End(decided, ended_at or now())
-        self.engine.submit(_engine.END_RUN, record)
+        if not self.engine.submit(_engine.END_RUN, record) and record.error is None:
+            record.error = RuntimeError("the client was closed first; the run's finish is not sent")
         return decided
 
     async def settle_open(self, budget: float) -> None:
@@ -421,11 +405,14 @@ class SpanRun(_Handle):
     def set_result(self, result: Mapping[str, Any]) -> None:
         """Set the result payload sent with the finish.
 
+        What JSON cannot hold is converted (see ``aioprefactor._runs.capture``), and an
+        oversized result is cut with a marker; a strict span raises instead.
+
         Raises:
-            TypeError: ``result`` is not a JSON object.
-            ValueError: It holds NaN or an infinity.
+            TypeError: Strict: ``result`` is not a JSON object.
+            ValueError: Strict: it holds NaN or an infinity, or is over the size limit.
         """
-        self.result = _result(result, "result")
+        self.result = to_payload(result, "result", strict=self.strict)
 
     def complete(self, result: Mapping[str, Any] | None = None) -> None:
         """Finish as ``complete`` (with ``result``, if given) at the end of the block.
@@ -452,10 +439,14 @@ class SpanRun(_Handle):
         self._mark("cancelled")
 
     def _mark_with(self, status: FinishStatus, result: Mapping[str, Any] | None) -> None:
-        checked = _result(result, "result")
+        checked = None if result is None else to_payload(result, "result", strict=self.strict)
         self._mark(status)
         if checked is not None:
             self.result = checked
+
+    def add_result(self, extra: Mapping[str, Any]) -> None:
+        """Merge already-converted values into the result (what capture recorded)."""
+        self.result = {**(self.result or {}), **extra}
 
     def begin(self) -> None:
         """Hand the span to the engine (scopes call this once)."""
@@ -499,7 +490,7 @@ class SpanRun(_Handle):
             return decided
         final = self.result
         if error is not None and decided == "failed" and engine.options.capture:
-            final = {**(final or {}), "error": _error_info(error, engine.secret)}
+            final = with_error(final, error, secret=engine.secret)
         record.end = End(decided, ended_at or now(), final)
         engine.submit(_engine.END_SPAN, record)
         return decided

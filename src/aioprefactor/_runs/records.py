@@ -34,6 +34,8 @@ class RecordingState(enum.Enum):
     """The server holds the run as ``pending``."""
     OPENING = "opening"
     """A run's start, or a span's create, is in flight."""
+    UNSTARTED = "unstarted"
+    """The server refused the run's start: only its finish is sent, so nothing stays open."""
     ACTIVE = "active"
     """The server holds it ``active``."""
     FINISHING = "finishing"
@@ -56,7 +58,8 @@ _RUN_MOVES: Final[dict[RecordingState, frozenset[RecordingState]]] = {
     S.QUEUED: frozenset({S.REGISTERING, S.NOT_RECORDED, S.DROPPED}),
     S.REGISTERING: frozenset({S.REGISTERED, S.NOT_RECORDED}),
     S.REGISTERED: frozenset({S.OPENING, S.NOT_RECORDED, S.TERMINATED}),
-    S.OPENING: frozenset({S.ACTIVE, S.NOT_RECORDED, S.TERMINATED}),
+    S.OPENING: frozenset({S.ACTIVE, S.UNSTARTED, S.NOT_RECORDED, S.TERMINATED}),
+    S.UNSTARTED: frozenset({S.FINISHING, S.NOT_RECORDED, S.TERMINATED}),
     S.ACTIVE: frozenset({S.FINISHING, S.NOT_RECORDED, S.TERMINATED}),
     S.FINISHING: frozenset({S.FINISHED, S.NOT_RECORDED, S.TERMINATED}),
 }
@@ -106,7 +109,17 @@ class End(NamedTuple):
 class Record:
     """What runs and spans share: the key, the times, the delivery state and its watchers."""
 
-    __slots__ = ("end", "error", "id", "key", "started_at", "state", "waiting", "watchers")
+    __slots__ = (
+        "end",
+        "error",
+        "id",
+        "key",
+        "started_at",
+        "state",
+        "waiting",
+        "warned",
+        "watchers",
+    )
 
     kind: Literal["run", "span"]
     _moves: dict[RecordingState, frozenset[RecordingState]]
@@ -118,6 +131,8 @@ class Record:
         self.state = S.QUEUED
         self.id: str | None = None
         self.error: BaseException | None = None
+        # Whether a warning about it was logged: each record is warned about once.
+        self.warned = False
         # Spans parked until this record has its id (made on first use: most have none).
         self.waiting: list[SpanRecord] | None = None
         # Called, in the engine's thread, whenever the delivery state moves.

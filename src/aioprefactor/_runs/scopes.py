@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Required, TypedDict, fina
 import msgspec
 
 from aioprefactor._runs import context
-from aioprefactor._runs.entries import Call, Scope
+from aioprefactor._runs.capture import YieldCollector, call_arguments, to_output, to_payload
+from aioprefactor._runs.entries import NOTHING, Call, Scope
 from aioprefactor._runs.handles import AgentTerminated, InstanceRun, SpanRun
 from aioprefactor._runs.records import RecordingState, RunRecord, SpanRecord
 from aioprefactor._runs.schema import (
@@ -38,7 +39,7 @@ from aioprefactor._wire.models import (
     RegisterRequest,
     SpanTypeSchema,
 )
-from aioprefactor._wire.payloads import copy_json, json_object, to_struct
+from aioprefactor._wire.payloads import to_struct
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -76,6 +77,9 @@ class InstanceOptions(TypedDict, total=False):
         finish_timeout: Inline delivery: seconds leaving waits for the finish.
         on_terminate: ``"cancel"`` (default) stops the block when the server terminates
             the instance; ``"record"`` only sets ``run.terminated``.
+        capture: On a decorated entrypoint, record the call in a root span of type
+            ``agent:run``: its bound arguments as the payload, its return value (or its
+            exception) as the result. Off by default: it adds a span to every run.
     """
 
     agent_id: str | None
@@ -91,7 +95,11 @@ class InstanceOptions(TypedDict, total=False):
     enter_timeout: float
     finish_timeout: float
     on_terminate: Literal["cancel", "record"]
+    capture: bool
 
+
+ROOT_SPAN: Final = "agent:run"
+"""The span type of a decorated entrypoint's call, with ``capture=True``."""
 
 _OPTION_NAMES: Final = frozenset(InstanceOptions.__annotations__)
 
@@ -123,6 +131,7 @@ class InstanceScope(Scope[InstanceRun]):
         "_registration",
         "_source",
         "agent_schema_version",
+        "capture",
         "enter_timeout",
         "finish_timeout",
         "on_terminate",
@@ -177,6 +186,7 @@ class InstanceScope(Scope[InstanceRun]):
         self.on_terminate: Literal["cancel", "record"] = checks.choice(
             options.get("on_terminate", "cancel"), ON_TERMINATE, "on_terminate"
         )
+        self.capture = checks.boolean(options.get("capture", False), "capture")
         self._registration: tuple[tuple[object, ...], RegisterRequest] | None = None
 
     def __repr__(self) -> str:
@@ -243,12 +253,38 @@ class InstanceScope(Scope[InstanceRun]):
     # --- the entry hooks ------------------------------------------------------------------
 
     def open_entry(self, call: Call | None, *, is_async: bool) -> InstanceRun:
-        """Make and begin a run for one entry."""
-        return self._start(None, is_async=is_async)
+        """Make and begin a run for one entry; with ``capture``, a root span for a call."""
+        run = self._start(None, is_async=is_async)
+        if call is not None and self.capture and run.engine.options.capture:
+            fn, args, kwargs = call
+            root = SpanScope(
+                ROOT_SPAN,
+                None,
+                parent=None,
+                strict=None,
+                enter_timeout=self.enter_timeout,
+                finish_timeout=self.finish_timeout,
+            )
+            run.root = root.start(run=run, payload=call_arguments(fn, args, kwargs))
+        return run
+
+    def collector(self, handle: InstanceRun) -> YieldCollector | None:
+        """Keeps what a decorated generator yields, when it has a root span."""
+        return YieldCollector() if handle.root is not None else None
+
+    def _end_root(self, handle: InstanceRun, exc: BaseException | None, output: Any) -> None:
+        root = handle.root
+        if root is None or root.ended:
+            return
+        if exc is None and output is not NOTHING:
+            root.add_result(
+                output.result() if isinstance(output, YieldCollector) else to_output(output)
+            )
+        root.end(error=exc)
 
     def activate(self, handle: InstanceRun) -> None:
-        """Make the run current, with no span current."""
-        handle.tokens = (context.RUN.set(handle), context.SPAN.set(None))
+        """Make the run current, with its root span (if any) as the current span."""
+        handle.tokens = (context.RUN.set(handle), context.SPAN.set(handle.root))
 
     def deactivate(self, handle: InstanceRun) -> None:
         """Restore what was current before."""
@@ -289,10 +325,11 @@ class InstanceScope(Scope[InstanceRun]):
             raise
 
     async def leave(
-        self, handle: InstanceRun, exc: BaseException | None, output: Any = None
+        self, handle: InstanceRun, exc: BaseException | None, output: Any = NOTHING
     ) -> BaseException | None:
         """End the run; with inline delivery, wait for its finish within the budget."""
         instead = _terminated_instead(handle, exc)
+        self._end_root(handle, exc, output)
         handle.end(error=exc)
         if self._inline(handle.engine):
             await handle.settle_end(self.finish_timeout)
@@ -300,9 +337,10 @@ class InstanceScope(Scope[InstanceRun]):
         return instead
 
     def leave_sync(
-        self, handle: InstanceRun, exc: BaseException | None, output: Any = None
+        self, handle: InstanceRun, exc: BaseException | None, output: Any = NOTHING
     ) -> BaseException | None:
         """:meth:`leave` for sync code."""
+        self._end_root(handle, exc, output)
         handle.end(error=exc)
         if self._inline(handle.engine):
             handle.settle_end_sync(self.finish_timeout)
@@ -353,7 +391,16 @@ def forget_warnings() -> None:
 class SpanScope(Scope[SpanRun]):
     """What ``span(...)`` returns: a block (``with``/``async with``) and a decorator."""
 
-    __slots__ = ("enter_timeout", "finish_timeout", "parent", "payload", "schema_name", "strict")
+    __slots__ = (
+        "_given",
+        "capture",
+        "enter_timeout",
+        "finish_timeout",
+        "parent",
+        "payload",
+        "schema_name",
+        "strict",
+    )
 
     def __init__(
         self,
@@ -364,14 +411,18 @@ class SpanScope(Scope[SpanRun]):
         strict: bool | None,
         enter_timeout: float,
         finish_timeout: float,
+        capture: bool | None = None,
     ) -> None:
         super().__init__()
         self.schema_name = checks.required_str(schema_name, "schema_name")
-        self.payload = {} if payload is None else copy_json(json_object(payload, "payload"))
+        self.strict = strict if strict is None else checks.boolean(strict, "strict")
+        # Best effort unless strict: what JSON cannot hold is converted, never raised.
+        self.payload = {} if payload is None else to_payload(payload, strict=bool(self.strict))
+        self._given = payload
         if parent is not None and not isinstance(parent, SpanRun):
             raise TypeError(f"parent must be a span handle, not {type(parent).__name__}")
         self.parent = parent
-        self.strict = strict if strict is None else checks.boolean(strict, "strict")
+        self.capture = capture if capture is None else checks.boolean(capture, "capture")
         self.enter_timeout = checks.seconds(enter_timeout, "enter_timeout")
         self.finish_timeout = checks.seconds(finish_timeout, "finish_timeout")
 
@@ -393,6 +444,21 @@ class SpanScope(Scope[SpanRun]):
             parent = None
         strict = self.strict if self.strict is not None else (run.strict if run else False)
         body = self.payload if payload is None else payload
+        if strict and self.strict is None and self._given is not None:
+            to_payload(self._given, strict=True)  # a strict run refuses what needs converting
+        if run is not None and (run.record.settled or run.ended):
+            if run.terminated and run.record.on_terminate == "cancel" and not run.ended:
+                raise AgentTerminated(run.termination_reason, run.id)
+            # Not recorded, ended, or terminated: nothing in it is sent.
+            return SpanRun(
+                None,
+                None,
+                run=run,
+                parent=parent,
+                schema_name=self.schema_name,
+                payload=body,
+                strict=strict,
+            )
         if run is None:
             if strict:
                 raise RuntimeError(
@@ -408,8 +474,6 @@ class SpanScope(Scope[SpanRun]):
                 payload=body,
                 strict=strict,
             )
-        if run.terminated and run.record.on_terminate == "cancel" and not run.ended:
-            raise AgentTerminated(run.termination_reason, run.id)
         parent_record = parent.record if parent is not None else None
         record = SpanRecord(
             run.record, parent_record, self.schema_name, body, started_at=started_at
@@ -427,14 +491,48 @@ class SpanScope(Scope[SpanRun]):
         return handle
 
     def _inline(self, handle: SpanRun) -> bool:
-        run = handle.run
-        return run is not None and (handle.strict or run.engine.options.inline)
+        # A span of a run (or parent) that is late does not wait: it is created once
+        # what it hangs from lands.
+        run, parent = handle.run, handle.parent
+        return (
+            run is not None
+            and handle.record is not None
+            and (handle.strict or run.engine.options.inline)
+            and run.record.state is RecordingState.ACTIVE
+            and (parent is None or parent.id is not None)
+        )
 
     # --- the entry hooks ------------------------------------------------------------------
 
+    def _capturing(self, handle: SpanRun) -> bool:
+        run = handle.run
+        return (
+            handle.record is not None
+            and run is not None
+            and self.capture is not False
+            and run.engine.options.capture
+        )
+
     def open_entry(self, call: Call | None, *, is_async: bool) -> SpanRun:
-        """Make and begin a span for one entry."""
-        return self.start()
+        """Make and begin a span for one entry; a call's arguments are its payload."""
+        if call is None or self.capture is False:
+            return self.start()
+        run = context.RUN.get() if self.parent is None else self.parent.run
+        if run is None or not run.engine.options.capture:
+            return self.start()
+        fn, args, kwargs = call
+        return self.start(payload={**self.payload, **call_arguments(fn, args, kwargs)})
+
+    def collector(self, handle: SpanRun) -> YieldCollector | None:
+        """Keeps what a decorated generator yields, when capturing."""
+        return YieldCollector() if self._capturing(handle) else None
+
+    def _record_output(self, handle: SpanRun, exc: BaseException | None, output: Any) -> None:
+        if exc is None and output is not NOTHING and self._capturing(handle):
+            if isinstance(output, YieldCollector):
+                handle.add_result(output.result())
+            else:
+                handle.add_result(to_output(output))
 
     def activate(self, handle: SpanRun) -> None:
         """Make the span current."""
@@ -462,18 +560,20 @@ class SpanScope(Scope[SpanRun]):
             handle.settle_open_sync(self.enter_timeout)
 
     async def leave(
-        self, handle: SpanRun, exc: BaseException | None, output: Any = None
+        self, handle: SpanRun, exc: BaseException | None, output: Any = NOTHING
     ) -> BaseException | None:
         """End the span (the run's finish waits for it; strict also waits here)."""
+        self._record_output(handle, exc, output)
         handle.end(error=exc)
         if handle.strict and handle.run is not None:
             await handle.settle_end(self.finish_timeout)
         return None
 
     def leave_sync(
-        self, handle: SpanRun, exc: BaseException | None, output: Any = None
+        self, handle: SpanRun, exc: BaseException | None, output: Any = NOTHING
     ) -> BaseException | None:
         """:meth:`leave` for sync code; raises AgentTerminated in a terminated run."""
+        self._record_output(handle, exc, output)
         handle.end(error=exc)
         if handle.strict and handle.run is not None:
             handle.settle_end_sync(self.finish_timeout)
@@ -497,6 +597,7 @@ def span(
     strict: bool | None = None,
     enter_timeout: float = DEFAULT_ENTER_TIMEOUT,
     finish_timeout: float = DEFAULT_FINISH_TIMEOUT,
+    capture: bool | None = None,
 ) -> SpanScope:
     """Record a span around a block or each call of a decorated function.
 
@@ -514,10 +615,16 @@ def span(
             API); the run's setting when omitted.
         enter_timeout: Inline delivery: seconds the block waits for the create.
         finish_timeout: Strict: seconds the end of the block waits for the finish.
+        capture: On a decorated function, record its bound arguments as the payload
+            and its return value (or a generator's yields) as the result; ``None``
+            follows the client's ``capture`` setting, ``False`` keeps them out.
+
+    The payload is recorded best-effort: what JSON cannot hold is converted (see
+    ``aioprefactor._runs.capture``) and an oversized one is cut with a marker.
 
     Raises:
-        TypeError: A payload that is not a JSON object, a bad parent.
-        ValueError: An empty schema name, NaN in the payload.
+        TypeError: Strict: a payload that is not a JSON object; a bad parent.
+        ValueError: An empty schema name; strict: NaN in the payload.
     """
     return SpanScope(
         schema_name,
@@ -526,6 +633,7 @@ def span(
         strict=strict,
         enter_timeout=enter_timeout,
         finish_timeout=finish_timeout,
+        capture=capture,
     )
 
 

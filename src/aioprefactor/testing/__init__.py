@@ -7,7 +7,10 @@ async with LocalPrefactor() as api:
     ...  # point a client at api.url with api.token
     api.faults.fail_next(2, status=503, route="agent_instances.finish")
     api.instances(), api.spans(instance_id), api.requests
+    api.timeline_url  # the page over the runs, signed in by its token
 ```
+
+`LocalPrefactor(db="runs.sqlite")` keeps the records in an SQLite file across restarts.
 
 Route names, used by `RecordedRequest.route` and by the `route=` of `FaultPlan` methods:
 `"agent_instances.register"`, `"agent_instances.start"`, `"agent_instances.finish"`,
@@ -26,8 +29,9 @@ if TYPE_CHECKING:
     from aioprefactor.testing._app import RecordedRequest
     from aioprefactor.testing._faults import FaultPlan
     from aioprefactor.testing._server import LocalPrefactor
+    from aioprefactor.testing._storage import StorageError
 
-__all__ = ["FaultPlan", "LocalPrefactor", "RecordedRequest"]
+__all__ = ["FaultPlan", "LocalPrefactor", "RecordedRequest", "StorageError"]
 
 # Imported on first use: the pytest plugin lives in this package and is loaded in every pytest
 # session, which should not pay for importing aiohttp.web unless the local API is used.
@@ -35,6 +39,7 @@ _LAZY = {
     "FaultPlan": "aioprefactor.testing._faults",
     "LocalPrefactor": "aioprefactor.testing._server",
     "RecordedRequest": "aioprefactor.testing._app",
+    "StorageError": "aioprefactor.testing._storage",
 }
 
 

@@ -21,12 +21,15 @@ from aioprefactor.testing._faults import FaultPlan
 from aioprefactor.testing._operations import Operations, success
 from aioprefactor.testing._records import ACCOUNT_ID
 from aioprefactor.testing._state import Store
+from aioprefactor.testing._timeline import Timeline, is_timeline_route
 from aioprefactor.testing._validate import Fields
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from aioprefactor.testing._faults import CannedReply
+    from aioprefactor.testing._records import Instance
+    from aioprefactor.testing._storage import Storage
 
     Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -94,18 +97,32 @@ def _decode(raw: bytes) -> dict[str, Any]:
 class LocalApp:
     """The local API's state, log and fault plan, and the web application that serves them."""
 
-    def __init__(self, token: str, *, record_requests: bool = True) -> None:
+    def __init__(
+        self, token: str, *, record_requests: bool = True, max_logged: int | None = None
+    ) -> None:
         self.token = token
         self.record_requests = record_requests
+        self.max_logged = max_logged
         self.store = Store()
         self.operations = Operations(self.store)
         self.faults = FaultPlan()
         self.log: list[RecordedRequest] = []
+        self._timeline = Timeline(self)
+
+    def use(self, storage: Storage) -> None:
+        """Keep the records in `storage` from now on, starting from what it holds."""
+        self.store = Store(storage)
+        self.operations = Operations(self.store)
+
+    def terminate(self, instance_id: str, reason: str) -> Instance:
+        """Terminate a live instance and save it (`KeyError`, `ValueError`, `StorageError`)."""
+        instance = self.store.terminate(instance_id, reason)
+        self.store.commit()
+        return instance
 
     def reset(self) -> None:
         """Forget every record, remembered reply, logged request and fault."""
-        self.store = Store()
-        self.operations = Operations(self.store)
+        self.store.clear()
         self.faults.clear()
         self.faults.injected.clear()
         self.log.clear()
@@ -134,6 +151,7 @@ class LocalApp:
         )
         add("POST", f"{prefix}/bulk", self._bulk, name=routes.BULK)
         add("GET", f"{prefix}/ping", self._ping, name=routes.PING)
+        self._timeline.add_routes(app.router)
         return app
 
     # The pipeline: log the request, decide its faults as it arrives (so that concurrent
@@ -142,6 +160,9 @@ class LocalApp:
     @web.middleware
     async def _pipeline(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.name
+        if is_timeline_route(route):
+            # The page and its JSON are not the API: they are neither logged nor faulted.
+            return await self._timeline.handle(request, handler)
         decision = self.faults.take(route if route in routes.ROUTE_NAMES else None)
         record = RecordedRequest(
             method=request.method,
@@ -153,6 +174,8 @@ class LocalApp:
         )
         if self.record_requests:
             self.log.append(record)
+            if self.max_logged is not None and len(self.log) > 2 * self.max_logged:
+                del self.log[: -self.max_logged]  # trimmed in chunks: appending stays O(1)
         _current_record.set(record)
         response = await self._answer(request, handler, record, decision.delay, decision.reply)
         if decision.drop and request.transport is not None:

@@ -19,6 +19,7 @@ from aioprefactor.testing._records import (
     Span,
 )
 from aioprefactor.testing._state import NewSpan, Registration, Store
+from aioprefactor.testing._storage import StorageError
 from aioprefactor.testing._validate import Fields
 
 if TYPE_CHECKING:
@@ -192,7 +193,6 @@ class Operations:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.replies: dict[tuple[str, str, str], Reply] = {}
 
     def run(
         self, route: str, resource_id: str, body: Mapping[str, Any], prefix: str = ""
@@ -204,12 +204,18 @@ class Operations:
             error = ApiError(422, "the request body is invalid", errors=fields.errors)
             return Reply(error.status, error.body), False
         scope = (route, resource_id, key or "")
-        if key is not None and scope in self.replies:
-            return self.replies[scope], True
+        if key is not None and scope in self.store.replies:
+            return Reply(*self.store.replies[scope]), True
         try:
             reply = Reply(200, OPERATIONS[route](self.store, resource_id, fields))
         except ApiError as error:
             reply = Reply(error.status, error.body)
         if key is not None:
-            self.replies[scope] = reply
+            self.store.remember(scope, reply)
+        # Saved before the answer leaves: an answered request survives a crash of the server.
+        try:
+            self.store.commit()
+        except StorageError as error:
+            failure = ApiError(503, f"the change was not saved: {error}", code="storage_error")
+            return Reply(failure.status, failure.body), False
         return reply, False

@@ -89,6 +89,8 @@ class Deployment:
     """Where an agent runs: one per (agent, environment), pointing at its current version."""
 
     id: str
+    agent_id: str
+    environment_id: str
     current_version_id: str
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import copy
 import ipaddress
 import secrets
+import urllib.parse
 from typing import TYPE_CHECKING, Any, Self
 
 from aiohttp import web
 
 from aioprefactor.testing._app import LocalApp, RecordedRequest
+from aioprefactor.testing._storage import MemoryStorage
 
 if TYPE_CHECKING:
+    import os
     from types import TracebackType
 
     from aioprefactor.testing._faults import FaultPlan
@@ -32,7 +35,12 @@ class LocalPrefactor:
     """An in-memory Prefactor API on a loopback socket, for tests and local development.
 
     It implements the API's wire contract: bearer auth, the instance and span state machines,
-    idempotency replay, bulk, ping, and the terminate control signal, plus a fault plan.
+    idempotency replay, bulk, ping, and the terminate control signal, plus a fault plan. It
+    also serves the timeline, a page over the runs at `timeline_url` (behind the same token).
+
+    With `db`, every record (remembered idempotency replies included) is kept in that SQLite
+    file, each change saved before it is answered, so runs survive a restart; the file is
+    opened by `start()` and closed by `stop()`.
 
     ```python
     async with LocalPrefactor() as api:
@@ -43,7 +51,11 @@ class LocalPrefactor:
         host: The loopback address to listen on.
         port: The port; `0` lets the operating system choose a free one.
         token: The bearer token to accept; `None` makes a random one.
-        record_requests: Keep the log of `requests` (a long-running server may not want it).
+        record_requests: Keep the log of `requests`.
+        max_logged_requests: Keep only about this many of the latest requests in the log
+            (`None`: all), for a long-running server.
+        db: An SQLite file to keep the records in (created if missing); `None` keeps them in
+            memory only.
 
     Raises:
         ValueError: If `host` is not a loopback address.
@@ -56,6 +68,8 @@ class LocalPrefactor:
         token: str | None = None,
         *,
         record_requests: bool = True,
+        max_logged_requests: int | None = None,
+        db: str | os.PathLike[str] | None = None,
     ) -> None:
         if not _is_loopback(host):
             msg = f"the local API listens on loopback addresses only, not {host!r}"
@@ -66,7 +80,11 @@ class LocalPrefactor:
         self._host = host
         self._port = port
         token = token if token is not None else f"pf-local-{secrets.token_urlsafe(24)}"
-        self._app = LocalApp(token, record_requests=record_requests)
+        if max_logged_requests is not None and max_logged_requests < 1:
+            msg = f"max_logged_requests must be at least 1, got {max_logged_requests!r}"
+            raise ValueError(msg)
+        self._app = LocalApp(token, record_requests=record_requests, max_logged=max_logged_requests)
+        self._db = db
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
 
@@ -79,10 +97,15 @@ class LocalPrefactor:
 
         Raises:
             RuntimeError: If it is already running.
+            StorageError: If `db` cannot be used (damaged, too new, in use by another server).
         """
         if self._runner is not None:
             msg = "the local API is already running"
             raise RuntimeError(msg)
+        if self._db is not None:
+            from aioprefactor.testing._sqlite import SqliteStorage  # noqa: PLC0415 - only for db
+
+            self._app.use(SqliteStorage.open(self._db))
         runner = web.AppRunner(
             self._app.application(), access_log=None, shutdown_timeout=_SHUTDOWN_GRACE
         )
@@ -91,6 +114,7 @@ class LocalPrefactor:
             await web.TCPSite(runner, self._host, self._port).start()
         except BaseException:
             await runner.cleanup()
+            self._release_storage()
             raise
         host, port = runner.addresses[0][:2]
         self._runner = runner
@@ -101,6 +125,13 @@ class LocalPrefactor:
         runner, self._runner, self._url = self._runner, None, None
         if runner is not None:
             await runner.cleanup()
+            self._release_storage()
+
+    def _release_storage(self) -> None:
+        # What was loaded stays readable in memory; changes from now on are not saved.
+        store = self._app.store
+        storage, store.storage = store.storage, MemoryStorage()
+        storage.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -121,6 +152,11 @@ class LocalPrefactor:
             msg = "the local API is not running: use `async with LocalPrefactor()` or start()"
             raise RuntimeError(msg)
         return self._url
+
+    @property
+    def timeline_url(self) -> str:
+        """The timeline page's address, with the token that signs the browser in."""
+        return f"{self.url}/?token={urllib.parse.quote(self.token, safe='')}"
 
     @property
     def token(self) -> str:
@@ -189,8 +225,9 @@ class LocalPrefactor:
         Raises:
             KeyError: If there is no such instance.
             ValueError: If the instance has already ended.
+            StorageError: If `db` could not save it (nothing changed).
         """
-        self._app.store.terminate(instance_id, reason)
+        self._app.terminate(instance_id, reason)
 
     def reset(self) -> None:
         """Forget all instances, spans, versions, idempotency keys, logged requests and faults."""

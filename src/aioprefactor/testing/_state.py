@@ -1,4 +1,8 @@
-"""The store of the local API's records and the state machines that move them."""
+"""The store of the local API's records and the state machines that move them.
+
+Every transition marks the records it changed; `commit()` hands them to the storage in one
+step, so a storage that keeps a file has saved an operation before the API answers it.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,14 @@ from aioprefactor.testing._records import (
     Span,
     new_id,
     utcnow,
+)
+from aioprefactor.testing._storage import (
+    MemoryStorage,
+    Records,
+    ReplyScope,
+    Storage,
+    StorageError,
+    StoredReply,
 )
 
 if TYPE_CHECKING:
@@ -54,12 +66,69 @@ class NewSpan:
 class Store:
     """Every record the local API holds, and the transitions allowed between states."""
 
-    def __init__(self) -> None:
+    def __init__(self, storage: Storage | None = None) -> None:
+        self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.instances: dict[str, Instance] = {}
         self.spans: dict[str, Span] = {}
         self.agent_versions: dict[tuple[str, str], AgentVersion] = {}
         self.schema_versions: dict[tuple[str, str], SchemaVersion] = {}
         self.deployments: dict[tuple[str, str], Deployment] = {}
+        self.replies: dict[ReplyScope, StoredReply] = {}
+        self.version = 0  # counts commits: a reader compares it to see whether anything changed
+        self._changes = Records()
+        self._load()
+
+    def _load(self) -> None:
+        saved = self.storage.load()
+        self.instances = dict(saved.instances)
+        self.spans = dict(saved.spans)
+        self.agent_versions = {
+            (v.agent_id, v.external_identifier): v for v in saved.agent_versions.values()
+        }
+        self.schema_versions = {
+            (v.agent_id, v.external_identifier): v for v in saved.schema_versions.values()
+        }
+        self.deployments = {(d.agent_id, d.environment_id): d for d in saved.deployments.values()}
+        self.replies = dict(saved.replies)
+        for span in self.spans.values():
+            span.instance.span_ids.append(span.id)
+            span.instance.span_statuses[span.status] += 1
+        self._changes = Records()
+
+    def commit(self) -> None:
+        """Save what changed since the last commit, in one step.
+
+        Raises:
+            StorageError: The storage could not save it; the store is back at what was saved
+                last, so the operation may be retried.
+        """
+        changes, self._changes = self._changes, Records()
+        if not changes:
+            return
+        self.version += 1
+        try:
+            self.storage.save(changes)
+        except StorageError:
+            self._load()
+            raise
+
+    def clear(self) -> None:
+        """Forget every record, in memory and in the storage."""
+        self.storage.clear()
+        self._load()
+        self.version += 1
+
+    def remember(self, scope: ReplyScope, reply: StoredReply) -> None:
+        """Keep the answer given to an idempotency key, to replay it."""
+        self.replies[scope] = reply
+        self._changes.replies[scope] = reply
+
+    def _changed(self, *records: Instance | Span) -> None:
+        for record in records:
+            if isinstance(record, Instance):
+                self._changes.instances[record.id] = record
+            else:
+                self._changes.spans[record.id] = record
 
     def instance(self, instance_id: str) -> Instance:
         """Return the instance, or raise the 404."""
@@ -89,10 +158,16 @@ class Store:
         schema = self._schema_version(reg.agent_id, reg.schema_version, now)
         deployment = self.deployments.get((reg.agent_id, reg.environment_id))
         if deployment is None:
-            deployment = Deployment(id=new_id(), current_version_id=version.id)
+            deployment = Deployment(
+                id=new_id(),
+                agent_id=reg.agent_id,
+                environment_id=reg.environment_id,
+                current_version_id=version.id,
+            )
             self.deployments[reg.agent_id, reg.environment_id] = deployment
         elif reg.update_current_version:
             deployment.current_version_id = version.id
+        self._changes.deployments[deployment.id] = deployment
         instance = Instance(
             id=reg.id if reg.id is not None else new_id(),
             agent_id=reg.agent_id,
@@ -106,6 +181,7 @@ class Store:
             updated_at=now,
         )
         self.instances[instance.id] = instance
+        self._changed(instance)
         return instance
 
     def _agent_version(self, agent_id: str, doc: dict[str, Any], now: datetime) -> AgentVersion:
@@ -120,6 +196,7 @@ class Store:
                 runtime_environment=doc.get("runtime_environment"),
                 inserted_at=now,
             )
+            self._changes.agent_versions[self.agent_versions[key].id] = self.agent_versions[key]
         return self.agent_versions[key]
 
     def _schema_version(self, agent_id: str, doc: dict[str, Any], now: datetime) -> SchemaVersion:
@@ -138,6 +215,7 @@ class Store:
                 span_titles=titles,
                 inserted_at=now,
             )
+            self._changes.schema_versions[self.schema_versions[key].id] = self.schema_versions[key]
         return self.schema_versions[key]
 
     def start(self, instance_id: str, at: datetime | None) -> Instance:
@@ -150,6 +228,7 @@ class Store:
         instance.status = "active"
         instance.started_at = at or now
         instance.updated_at = now
+        self._changed(instance)
         return instance
 
     def finish(self, instance_id: str, status: str, at: datetime | None) -> Instance:
@@ -162,6 +241,7 @@ class Store:
         instance.status = status
         instance.finished_at = at or now
         instance.updated_at = now
+        self._changed(instance)
         return instance
 
     def terminate(self, instance_id: str, reason: str) -> Instance:
@@ -175,6 +255,7 @@ class Store:
         instance.termination_reason = reason
         instance.finished_at = now
         instance.updated_at = now
+        self._changed(instance)
         return instance
 
     def record_quality(
@@ -187,6 +268,7 @@ class Store:
         else:
             instance.quality_payloads[name] = payload
         instance.updated_at = utcnow()
+        self._changed(instance)
         return instance
 
     def create_span(self, new: NewSpan, prefix: str) -> Span:
@@ -226,6 +308,7 @@ class Store:
         instance.span_ids.append(span.id)
         instance.span_statuses[span.status] += 1
         instance.updated_at = now
+        self._changed(span, instance)
         return span
 
     def finish_span(
@@ -253,4 +336,5 @@ class Store:
         span.finished_at = at or now
         span.updated_at = now
         span.instance.updated_at = now
+        self._changed(span, span.instance)
         return span
