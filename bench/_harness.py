@@ -215,14 +215,23 @@ SOAK_END = "<!-- /soak -->"
 
 
 def checkout() -> str:
-    """The commit of the checkout measured, marked dirty when it has uncommitted changes."""
-    described = subprocess.run(
-        ["git", "-C", str(BENCH.parent), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return described.stdout.strip() or "unknown"
+    """The commit of the checkout measured, marked dirty when it has uncommitted changes.
+
+    ``bench/RESULTS.md`` does not count: the bench itself writes it between its parts.
+    """
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(BENCH.parent), *argv], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", _NOT_RESULTS)
+    return f"{commit}-dirty" if changed else commit
+
+
+_NOT_RESULTS = ":(exclude)bench/RESULTS.md"
 
 
 def soak_section(text: str) -> str:

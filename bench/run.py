@@ -441,11 +441,12 @@ How it was measured:
   bodies and headers as ours, the response decoded into a msgspec mirror of the instance.
 - "of which user CPU": the kernel's split of the same CPU time into user and system, which
   it samples at each clock tick; indicative only.
-- Lifecycle: register + start + finish per operation ({lc} operations per round), direct
-  endpoint calls; every side sends an idempotency key with each call (ours generates its own).
+- Lifecycle: register + start + finish per operation, direct endpoint calls; operations
+  per round: {lc}; every side sends an idempotency key with each call (ours generates its
+  own).
 - Runs: enter a run, 10 spans (payload in, result set), leave it; {run_n} runs per side and
-  round, one after another with a pause between them ({gaps}) so that each run's sending
-  is done before the next, as when runs are seconds apart. Ours: `async with
+  round, one after another with a pause between them so that each run's sending is done
+  before the next, as when runs are seconds apart; pauses: {gaps}. Ours: `async with
   client.agent_instance(...)` and `async with span(...)`, in the default background
   delivery with bulk, with `batching=False`, with `delivery="inline"`, and in plain `def`
   code with `with` blocks (no event loop in that thread). prefactor-core: its normal
@@ -456,8 +457,8 @@ How it was measured:
   per run. "CPU": from the first measured run until our `flush()` and close returned
   (prefactor-core: until its `close()` returned, which drains its queue), per run. Ours
   fails the figure unless the server holds every run `complete` with its 10 spans.
-- Open runs: {open_rounds} round(s) of four worker processes: N tasks each inside `async
-  with client.agent_instance(...)`, having awaited `run.wait_recorded()` (registered and
+- Open runs: {open_rounds} round(s) of four worker processes: N tasks each inside
+  `async with client.agent_instance(...)`, having awaited `run.wait_recorded()` (registered and
   started), and N tasks holding nothing; RSS (and, in two more processes, `tracemalloc`)
   growth from before the tasks were made until all hold, each RSS read after
   `gc.collect()` and `malloc_trim(0)` so that it shows what is held rather than the
