@@ -188,31 +188,32 @@ class Engine:
         return self._settings.api_token.reveal()
 
     def when(
-        self, record: Record, states: frozenset[RecordingState]
-    ) -> concurrent.futures.Future[RecordingState]:
-        """A future that resolves with the record's state once it is in ``states``."""
-        result: concurrent.futures.Future[RecordingState] = concurrent.futures.Future()
-        if record.state in states:
-            result.set_result(record.state)
-            return result
+        self,
+        record: Record,
+        states: frozenset[RecordingState],
+        notify: Callable[[RecordingState], None],
+    ) -> None:
+        """Call ``notify(state)`` once the record's state is in ``states`` (or never moves again).
+
+        ``notify`` runs in the engine's thread (or here, when the state is already there or
+        the engine is closed): it must only hand the news over, thread-safely.
+        """
+        if record.state in states or self._closed:
+            notify(record.state)
+            return
 
         def watch(moved: Record) -> None:
             if moved.state in states:
                 moved.unwatch(watch)
-                if not result.done():
-                    result.set_result(moved.state)
+                notify(moved.state)
 
         def arm() -> None:
             if record.state in states:
-                result.set_result(record.state)
+                notify(record.state)
             else:
                 record.watch(watch)
 
-        if self._closed:
-            result.set_result(record.state)
-        else:
-            self.call(arm)
-        return result
+        self.call(arm)
 
     def stats(self) -> DeliveryStats:
         """Counts since the engine was made (read without locking: a snapshot)."""

@@ -9,8 +9,9 @@ waits, within the entry's budgets, for the engine to deliver.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import logging
+import threading
 from typing import TYPE_CHECKING, Any, Final, final
 
 from aioprefactor._runs import engine as _engine
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from aioprefactor._runs.engine import Engine
-    from aioprefactor._runs.records import RunRecord, SpanRecord
+    from aioprefactor._runs.records import Record, RunRecord, SpanRecord
     from aioprefactor._wire.models import AgentInstance, AgentSpan, FinishStatus
 
 log: Final = logging.getLogger("aioprefactor")
@@ -55,19 +56,41 @@ class AgentTerminated(Exception):  # noqa: N818 - the name says what happened, a
         self.instance_id = instance_id
 
 
-async def _wait(future: concurrent.futures.Future[Any], timeout: float | None) -> bool:
-    """Wait for an engine future without ever cancelling it; whether it finished in time."""
-    wrapped = asyncio.wrap_future(future)
-    done, _ = await asyncio.wait((wrapped,), timeout=timeout)
+def _resolve(future: asyncio.Future[RecordingState], state: RecordingState) -> None:
+    if not future.done():
+        future.set_result(state)
+
+
+async def _wait(
+    engine: Engine, record: Record, states: frozenset[RecordingState], timeout: float | None
+) -> bool:
+    """Wait until the record's state is in ``states``; whether it got there in time.
+
+    The wait never cancels anything in the engine: cancelling it only stops the waiting.
+    """
+    if record.state in states:
+        return True
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[RecordingState] = loop.create_future()
+
+    def notify(state: RecordingState) -> None:
+        with contextlib.suppress(RuntimeError):  # the waiter's loop is gone
+            loop.call_soon_threadsafe(_resolve, future, state)
+
+    engine.when(record, states, notify)
+    done, _ = await asyncio.wait((future,), timeout=timeout)
     return bool(done)
 
 
-def _wait_sync(future: concurrent.futures.Future[Any], timeout: float | None) -> bool:
-    try:
-        future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        return False
-    return True
+def _wait_sync(
+    engine: Engine, record: Record, states: frozenset[RecordingState], timeout: float | None
+) -> bool:
+    """:func:`_wait` for sync code: blocks this thread."""
+    if record.state in states:
+        return True
+    arrived = threading.Event()
+    engine.when(record, states, lambda _: arrived.set())
+    return arrived.wait(timeout)
 
 
 class _Handle:
@@ -276,12 +299,12 @@ class InstanceRun(_Handle):
             The instance id, or ``None`` if the run is not recorded (``telemetry_error``
             says why) or the timeout came first.
         """
-        await _wait(self.engine.when(self._record, _OPENED), timeout)
+        await _wait(self.engine, self._record, _OPENED, timeout)
         return self.id if self._record.recorded else None
 
     def wait_recorded_sync(self, timeout: float | None = None) -> str | None:
         """:meth:`wait_recorded` for sync code: blocks this thread."""
-        _wait_sync(self.engine.when(self._record, _OPENED), timeout)
+        _wait_sync(self.engine, self._record, _OPENED, timeout)
         return self.id if self._record.recorded else None
 
     def begin(self) -> None:
@@ -328,22 +351,22 @@ class InstanceRun(_Handle):
 
     async def settle_open(self, budget: float) -> None:
         """Inline delivery: wait (within ``budget``) for register and start."""
-        await _wait(self.engine.when(self._record, _OPENED), budget)
+        await _wait(self.engine, self._record, _OPENED, budget)
         self._opened(budget)
 
     def settle_open_sync(self, budget: float) -> None:
         """:meth:`settle_open` for sync code."""
-        _wait_sync(self.engine.when(self._record, _OPENED), budget)
+        _wait_sync(self.engine, self._record, _OPENED, budget)
         self._opened(budget)
 
     async def settle_end(self, budget: float) -> None:
         """Inline delivery: wait (within ``budget``) for the finish to be delivered."""
-        if not await _wait(self.engine.when(self._record, _SETTLED), budget):
+        if not await _wait(self.engine, self._record, _SETTLED, budget):
             self._slow_finish(budget)
 
     def settle_end_sync(self, budget: float) -> None:
         """:meth:`settle_end` for sync code."""
-        if not _wait_sync(self.engine.when(self._record, _SETTLED), budget):
+        if not _wait_sync(self.engine, self._record, _SETTLED, budget):
             self._slow_finish(budget)
 
     def _slow_finish(self, budget: float) -> None:
@@ -505,24 +528,24 @@ class SpanRun(_Handle):
         """Inline delivery: wait (within ``budget``) for the create."""
         record, engine = self._record, self._engine
         if record is not None and engine is not None:
-            await _wait(engine.when(record, _OPENED), budget)
+            await _wait(engine, record, _OPENED, budget)
             self._opened(budget)
 
     def settle_open_sync(self, budget: float) -> None:
         """:meth:`settle_open` for sync code."""
         record, engine = self._record, self._engine
         if record is not None and engine is not None:
-            _wait_sync(engine.when(record, _OPENED), budget)
+            _wait_sync(engine, record, _OPENED, budget)
             self._opened(budget)
 
     async def settle_end(self, budget: float) -> None:
         """Strict inline delivery: wait (within ``budget``) for the finish."""
         record, engine = self._record, self._engine
         if record is not None and engine is not None:
-            await _wait(engine.when(record, _SETTLED), budget)
+            await _wait(engine, record, _SETTLED, budget)
 
     def settle_end_sync(self, budget: float) -> None:
         """:meth:`settle_end` for sync code."""
         record, engine = self._record, self._engine
         if record is not None and engine is not None:
-            _wait_sync(engine.when(record, _SETTLED), budget)
+            _wait_sync(engine, record, _SETTLED, budget)
