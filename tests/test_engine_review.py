@@ -1,0 +1,40 @@
+"""The run-recording engine under races, faults and odd endings: exactly once, truthfully."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from aioprefactor import Client
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from aioprefactor.testing import LocalPrefactor
+
+VERSION = {"name": "Review", "external_identifier": "1.0.0"}
+GUARD = 30.0  # only against hangs
+
+
+@pytest.fixture
+async def client(prefactor_api: LocalPrefactor) -> AsyncIterator[Client]:
+    """A background-delivery client bound to the local API, closed after the test."""
+    async with Client(prefactor_api.url, prefactor_api.token) as made:
+        yield made
+
+
+async def test_a_request_over_a_mebibyte_is_sent_without_a_resource_warning(
+    prefactor_api: LocalPrefactor, client: Client
+) -> None:
+    """A body over 1 MiB (under max_request_bytes) goes out; aiohttp's warning never fires."""
+    schema = {
+        "external_identifier": "big",
+        "span_type_schemas": [
+            {"name": "agent:step", "params_schema": {"description": "x" * (1536 * 1024)}}
+        ],
+    }
+    instance = await client.agent_instances.register(
+        agent_id="a", agent_version=VERSION, agent_schema_version=schema
+    )
+    assert "pending" == instance.status
