@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from aioprefactor import Client
+from aioprefactor import Client, span
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -22,6 +22,22 @@ async def client(prefactor_api: LocalPrefactor) -> AsyncIterator[Client]:
     """A background-delivery client bound to the local API, closed after the test."""
     async with Client(prefactor_api.url, prefactor_api.token) as made:
         yield made
+
+
+async def test_spans_too_big_to_send_together_are_still_all_recorded(
+    prefactor_api: LocalPrefactor, client: Client
+) -> None:
+    """A batch whose spans together pass the request limit is split, never refused whole."""
+    prefactor_api.faults.latency(0.3, route="agent_instances.register", n=1)
+    big = "x" * (200 * 1024)
+    async with client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+        for n in range(100):
+            async with span("agent:step", {"n": n, "text": big}):
+                pass
+    assert await client.flush(GUARD) is True
+    assert run.id is not None
+    assert ["complete"] * 100 == [s["status"] for s in prefactor_api.spans(run.id)]
+    assert 0 == client.stats().abandoned
 
 
 async def test_a_request_over_a_mebibyte_is_sent_without_a_resource_warning(

@@ -308,7 +308,19 @@ class Scheduler:
         transport = self._transport
         assert transport is not None
         loop = asyncio.get_running_loop()
-        body = encode({"items": [requests.bulk_item(op) for op in ops]})
+        items = [requests.bulk_item(op) for op in ops]
+        body = encode({"items": items})
+        limit = self._settings.max_request_bytes
+        while len(body) > limit and len(ops) > 1:
+            # Too big together (the server would refuse them all): send what fits, and
+            # the rest in later requests.
+            half = len(ops) // 2
+            self._requeue(ops[half:])
+            ops, items = ops[:half], items[:half]
+            body = encode({"items": items})
+        if len(ops) == 1:
+            await self._attempt(ops[0])  # alone, its size is checked like any single's
+            return
         budget = min(op.deadline for op in ops) - loop.time()
         outcome = await transport.attempt(
             "POST", "/api/v1/bulk", body, BULK_DECODER, "bulk", budget
