@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from aioprefactor import Client, span
+from aioprefactor import Client, RecordingState, open_span, span
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -22,6 +22,19 @@ async def client(prefactor_api: LocalPrefactor) -> AsyncIterator[Client]:
     """A background-delivery client bound to the local API, closed after the test."""
     async with Client(prefactor_api.url, prefactor_api.token) as made:
         yield made
+
+
+async def test_a_span_still_open_when_its_run_ends_at_once_is_cancelled(
+    prefactor_api: LocalPrefactor, client: Client
+) -> None:
+    """A span left open by a block that ends before the engine looks is recorded cancelled."""
+    async with client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+        left_open = open_span("agent:step")
+    assert await client.flush(GUARD) is True
+    assert run.id is not None
+    assert RecordingState.FINISHED == left_open.state
+    assert ["cancelled"] == [s["status"] for s in prefactor_api.spans(run.id)]
+    assert "complete" == prefactor_api.instance(run.id)["status"]
 
 
 async def test_spans_too_big_to_send_together_are_still_all_recorded(
