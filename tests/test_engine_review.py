@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
 
 from aioprefactor import Client, RecordingState, open_span, span
+from aioprefactor._wire.errors import PrefactorTimeoutError, PrefactorValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
     from aioprefactor.testing import LocalPrefactor
 
@@ -35,6 +37,45 @@ async def test_a_span_still_open_when_its_run_ends_at_once_is_cancelled(
     assert RecordingState.FINISHED == left_open.state
     assert ["cancelled"] == [s["status"] for s in prefactor_api.spans(run.id)]
     assert "complete" == prefactor_api.instance(run.id)["status"]
+
+
+async def test_a_strict_generator_refused_on_enter_raises_the_api_error(
+    prefactor_api: LocalPrefactor, client: Client
+) -> None:
+    """Strict, on a generator: the register's refusal is raised, not a second-end error."""
+    prefactor_api.faults.fail_next(1, 422, route="agent_instances.register")
+
+    @client.agent_instance(agent_id="a", agent_version=VERSION, strict=True)
+    def steps() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(PrefactorValidationError):
+        await asyncio.to_thread(next, steps())
+
+
+async def test_an_inline_async_generator_cancelled_while_entering_propagates_the_cancel(
+    prefactor_api: LocalPrefactor,
+) -> None:
+    """Inline, on an async generator: cancelled while entering, CancelledError; run cancelled."""
+    prefactor_api.faults.latency(0.5, route="agent_instances.register", n=1)
+    async with Client(prefactor_api.url, prefactor_api.token, delivery="inline") as client:
+
+        @client.agent_instance(agent_id="a", agent_version=VERSION)
+        async def steps() -> AsyncIterator[int]:
+            yield 1
+
+        async def consume() -> list[int]:
+            return [item async for item in steps()]
+
+        task = asyncio.create_task(consume())
+        async with asyncio.timeout(GUARD):
+            while not prefactor_api.requests:  # noqa: ASYNC110 - the API has no hook
+                await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await client.flush(GUARD) is True
+    assert ["cancelled"] == [i["status"] for i in prefactor_api.instances()]
 
 
 async def test_spans_too_big_to_send_together_are_still_all_recorded(
@@ -67,3 +108,18 @@ async def test_a_request_over_a_mebibyte_is_sent_without_a_resource_warning(
         agent_id="a", agent_version=VERSION, agent_schema_version=schema
     )
     assert "pending" == instance.status
+
+
+async def test_a_strict_span_that_fails_to_open_is_ended_at_once(
+    prefactor_api: LocalPrefactor,
+) -> None:
+    """A strict span whose create is late raises at entry and is cancelled then, not left open."""
+    prefactor_api.faults.latency(0.5, route="agent_spans.create", n=1)
+    inline = Client(prefactor_api.url, prefactor_api.token, delivery="inline")
+    async with inline as client, client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+        with pytest.raises(PrefactorTimeoutError):
+            async with span("agent:step", strict=True, enter_timeout=0.05):
+                pytest.fail("the block of a span that did not open ran")
+        assert await client.flush(GUARD) is True
+        assert run.id is not None
+        assert ["cancelled"] == [s["status"] for s in prefactor_api.spans(run.id)]
