@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,6 +15,7 @@ from aioprefactor._wire.errors import PrefactorTimeoutError, PrefactorValidation
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
+    from aioprefactor import InstanceRun
     from aioprefactor.testing import LocalPrefactor
 
 VERSION = {"name": "Review", "external_identifier": "1.0.0"}
@@ -76,6 +79,31 @@ async def test_an_inline_async_generator_cancelled_while_entering_propagates_the
             await task
         assert await client.flush(GUARD) is True
     assert ["cancelled"] == [i["status"] for i in prefactor_api.instances()]
+
+
+async def test_a_finished_run_does_not_keep_its_event_loop_alive(
+    prefactor_api: LocalPrefactor, client: Client
+) -> None:
+    """A run handle kept after its loop closed does not keep that loop (nor its task)."""
+    kept: list[InstanceRun] = []
+
+    async def agent() -> None:
+        async with client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+            kept.append(run)
+
+    def in_a_loop_of_its_own() -> weakref.ref[asyncio.AbstractEventLoop]:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(agent())
+        finally:
+            loop.close()
+        return weakref.ref(loop)
+
+    ref = await asyncio.to_thread(in_a_loop_of_its_own)
+    assert await client.flush(GUARD) is True
+    gc.collect()
+    assert ref() is None
+    assert RecordingState.FINISHED == kept[0].state
 
 
 async def test_spans_too_big_to_send_together_are_still_all_recorded(

@@ -321,6 +321,8 @@ class InstanceRun(_Handle):
         decided = self._decide(status, error)
         record = self._record
         record.end = End(decided, ended_at or now())
+        # Nothing is stopped once it ended: drop the hook and the task and loop it holds.
+        record.cancel_block = None
         if not self.engine.submit(_engine.END_RUN, record) and record.error is None:
             record.error = RuntimeError("the client was closed first; the run's finish is not sent")
         return decided
