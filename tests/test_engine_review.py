@@ -9,14 +9,23 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from aioprefactor import Client, RecordingState, open_span, span
-from aioprefactor._wire.errors import PrefactorTimeoutError, PrefactorValidationError
+from aioprefactor import (
+    Client,
+    PrefactorTimeoutError,
+    PrefactorValidationError,
+    RecordingState,
+    open_span,
+    span,
+)
+from aioprefactor.testing import LocalPrefactor, StorageError
+from aioprefactor.testing._sqlite import SqliteStorage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
     from aioprefactor import InstanceRun
-    from aioprefactor.testing import LocalPrefactor
+    from aioprefactor.testing._storage import Records
 
 VERSION = {"name": "Review", "external_identifier": "1.0.0"}
 GUARD = 30.0  # only against hangs
@@ -151,3 +160,33 @@ async def test_a_strict_span_that_fails_to_open_is_ended_at_once(
         assert await client.flush(GUARD) is True
         assert run.id is not None
         assert ["cancelled"] == [s["status"] for s in prefactor_api.spans(run.id)]
+
+
+async def test_a_bulk_item_the_server_could_not_save_is_retried(tmp_path: Path) -> None:
+    """An item answered 503 inside a bulk is retried like a single, not abandoned."""
+    failed: list[str] = []
+
+    class FailsOnce(SqliteStorage):
+        """Fails the first save of a change that holds spans (the API answers it 503)."""
+
+        def save(self, changes: Records) -> None:
+            """Save, except the first time spans are saved."""
+            if changes.spans and not failed:
+                failed.append("spans")
+                raise StorageError("disk full")
+            super().save(changes)
+
+    async with LocalPrefactor() as api:
+        api._app.use(FailsOnce.open(tmp_path / "api.db"))
+        api.faults.latency(0.3, route="agent_instances.start", n=1)  # the spans pile up
+        async with Client(api.url, api.token) as client:
+            async with client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+                for n in range(3):
+                    async with span("agent:step", {"n": n}):
+                        pass
+            assert await client.flush(GUARD) is True
+            assert (0, 0) == (client.stats().abandoned, client.stats().pending)
+        assert ["spans"] == failed
+        assert "bulk" in [r.route for r in api.requests]
+        assert run.id is not None
+        assert ["complete"] * 3 == [s["status"] for s in api.spans(run.id)]

@@ -22,7 +22,9 @@ from aioprefactor._wire.codec import BULK_DECODER, encode
 from aioprefactor._wire.errors import (
     PrefactorConflictError,
     PrefactorError,
+    PrefactorRateLimitError,
     PrefactorResponseContractError,
+    PrefactorServerError,
 )
 from aioprefactor._wire.models import AgentInstance, AgentSpan, ControlSignal
 from aioprefactor._wire.transport import Failure
@@ -42,7 +44,18 @@ S = RecordingState
 MAX_BATCH: Final = 100
 """Items in one bulk request at most."""
 
+_BULK: Final = "/api/v1/bulk"
 _BULK_GONE: Final = frozenset({404, 405, 415})
+# An item's answer has a code but no status: the codes of a passing failure (a 429 or a
+# 5xx, the change not saved), so that such an item is retried as a single would be.
+_PASSING: Final = {
+    "rate_limited": 429,
+    "internal_error": 500,
+    "bad_gateway": 502,
+    "service_unavailable": 503,
+    "storage_error": 503,
+    "gateway_timeout": 504,
+}
 
 
 class Scheduler:
@@ -325,9 +338,7 @@ class Scheduler:
             await self._attempt(ops[0])  # alone, its size is checked like any single's
             return
         budget = min(op.deadline for op in ops) - loop.time()
-        outcome = await transport.attempt(
-            "POST", "/api/v1/bulk", body, BULK_DECODER, "bulk", budget
-        )
+        outcome = await transport.attempt("POST", _BULK, body, BULK_DECODER, "bulk", budget)
         if isinstance(outcome, Failure):
             status = getattr(outcome.error, "status_code", None)
             if status in _BULK_GONE or status == 422:
@@ -377,10 +388,18 @@ class Scheduler:
             self._bulk_types.discard(op.kind)
             self._singles.append(op)
             return
+        op.attempts += 1
+        status = _PASSING.get(code)
+        if status is not None:
+            kind = PrefactorRateLimitError if status == 429 else PrefactorServerError
+            passing = kind(
+                output.message or code, status_code=status, code=code, method="POST", path=_BULK
+            )
+            self._failed(op, Failure(passing))
+            return
         refused = PrefactorError(
             f"{requests.NAMES[op.kind]} refused in bulk: {code}: {output.message}"
         )
-        op.attempts += 1
         self._abandon(op, refused)
 
     # --- answers ------------------------------------------------------------------------
