@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -52,40 +52,47 @@ def official_python() -> Path:
     return python
 
 
-@contextlib.contextmanager
-def local_api(python: str = sys.executable) -> Iterator[tuple[str, str]]:
-    """``python -m aioprefactor serve`` in its own process; yields (url, token).
+class Api(NamedTuple):
+    """A local API process: its URL, its token and its control port's URL."""
 
-    Its output goes to ``bench/.work/server.log`` (never a pipe nobody reads, which would
-    block the server once full).
+    url: str
+    token: str
+    control: str
+
+
+@contextlib.contextmanager
+def local_api(*, latency: float = 0.0, record: bool = False, log: str = "server") -> Iterator[Api]:
+    """``bench/latency_server.py`` in its own process, ``latency`` seconds added per request.
+
+    With ``record`` it keeps its request log, so that ``GET control/requests`` counts the
+    requests a client sent. Its output goes to ``bench/.work/<log>.log`` (never a pipe
+    nobody reads, which would block the server once full).
     """
     WORK.mkdir(exist_ok=True)
-    log_path = WORK / "server.log"
-    token = secrets.token_hex(16)
-    with log_path.open("wb") as log:
+    log_path = WORK / f"{log}.log"
+    argv = [sys.executable, str(BENCH / "latency_server.py"), f"--token={secrets.token_hex(16)}"]
+    argv += [f"--latency={latency}"] + (["--record"] if record else [])
+    with log_path.open("wb") as out:
         proc = subprocess.Popen(
-            [python, "-m", "aioprefactor", "serve", "--port", "0", f"--token={token}"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
     try:
-        yield _wait_for_url(proc, log_path), token
+        yield _wait_for_api(proc, log_path)
     finally:
         stop_process(proc)
 
 
-def _wait_for_url(proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 30.0) -> str:
+def _wait_for_api(proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 30.0) -> Api:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log_path.read_text(errors="replace")
-        match = re.search(r"http://127\.0\.0\.1:\d+", text)
-        if match:
-            return match.group(0)
+        found = dict(re.findall(r"^(api|control|token): (\S+)$", text, re.MULTILINE))
+        if len(found) == 3:
+            return Api(found["api"], found["token"], found["control"])
         if proc.poll() is not None:
             raise RuntimeError(f"the local API exited with {proc.returncode}:\n{text[-2000:]}")
         time.sleep(0.05)
-    raise RuntimeError(f"the local API printed no URL within {timeout:.0f} s")
+    raise RuntimeError(f"the local API printed no URLs within {timeout:.0f} s")
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -129,18 +136,25 @@ def worker(python: str | Path, script: str, figure: str, **kw: object) -> Result
 
 
 def interleave(
-    rounds: int, sides: dict[str, Callable[..., Result]], *, api: bool = False
+    rounds: int,
+    sides: dict[str, Callable[..., Result]],
+    *,
+    api: bool = False,
+    latency: float = 0.0,
+    record: bool = False,
 ) -> dict[str, list[Result]]:
     """Run every side once per round, rotating the order, so drift hits all sides alike.
 
-    With ``api``, each round gets a fresh local API (sides are called with its ``url`` and
-    ``token``), so the server's growing state never favours the sides that ran first.
+    With ``api``, each round gets a fresh local API (sides are called with its ``url``,
+    ``token`` and ``control``), so the server's growing state never favours the sides that
+    ran first; ``latency`` and ``record`` are passed to :func:`local_api`.
     """
     names = list(sides)
     results: dict[str, list[Result]] = {name: [] for name in names}
     for r in range(rounds):
-        with local_api() if api else contextlib.nullcontext(None) as server:
-            kw = {"url": server[0], "token": server[1]} if server else {}
+        server = local_api(latency=latency, record=record) if api else contextlib.nullcontext()
+        with server as found:
+            kw = found._asdict() if found else {}
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 results[name].append(sides[name](**kw))
                 print(".", end="", flush=True, file=sys.stderr)
@@ -201,14 +215,23 @@ SOAK_END = "<!-- /soak -->"
 
 
 def checkout() -> str:
-    """The commit of the checkout measured, marked dirty when it has uncommitted changes."""
-    described = subprocess.run(
-        ["git", "-C", str(BENCH.parent), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return described.stdout.strip() or "unknown"
+    """The commit of the checkout measured, marked dirty when it has uncommitted changes.
+
+    ``bench/RESULTS.md`` does not count: the bench itself writes it between its parts.
+    """
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(BENCH.parent), *argv], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", _NOT_RESULTS)
+    return f"{commit}-dirty" if changed else commit
+
+
+_NOT_RESULTS = ":(exclude)bench/RESULTS.md"
 
 
 def soak_section(text: str) -> str:

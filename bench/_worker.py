@@ -16,6 +16,7 @@ import os
 import statistics
 import sys
 import time
+import urllib.request
 import uuid
 from resource import RUSAGE_SELF, getrusage
 from typing import TYPE_CHECKING, Any
@@ -106,10 +107,43 @@ def parse_args(figures: tuple[str, ...]) -> argparse.Namespace:
     parser.add_argument("figure", choices=figures)
     parser.add_argument("--url", default="")
     parser.add_argument("--token", default="")
+    parser.add_argument("--control", default="", help="the local API's control port")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=0.5)
+    parser.add_argument("--gap", type=float, default=0.0, help="seconds between runs")
+    # Ours only: the client's delivery options, and what the scale figure holds open.
+    parser.add_argument("--delivery", choices=("background", "inline"), default="background")
+    parser.add_argument("--batching", type=int, choices=(0, 1), default=1)
+    parser.add_argument("--hold", choices=("runs", "nothing"), default="runs")
+    parser.add_argument("--trace", type=int, choices=(0, 1), default=0)
     return parser.parse_args()
+
+
+def _control_get(control: str, path: str) -> Any:
+    with urllib.request.urlopen(control + path, timeout=120) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def recorded(control: str) -> dict[str, int] | None:
+    """How many instances and spans the local API holds, and how many are complete."""
+    if not control:
+        return None
+    state = _control_get(control, "/state")
+    return {
+        "instances": len(state["instances"]),
+        "complete": sum(i["status"] == "complete" for i in state["instances"]),
+        "spans": len(state["spans"]),
+        "spans complete": sum(s["status"] == "complete" for s in state["spans"]),
+    }
+
+
+def api_requests(control: str) -> int | None:
+    """How many API requests the local API has received (None without a control port)."""
+    if not control:
+        return None
+    total: int = _control_get(control, "/requests")["total"]
+    return total
 
 
 def emit(result: dict[str, Any]) -> None:
@@ -122,18 +156,28 @@ def not_available(reason: str) -> None:
     emit({"na": reason})
 
 
-async def measure(op: Callable[[], Awaitable[Any]], n: int, concurrency: int) -> dict[str, Any]:
+async def measure(
+    op: Callable[[], Awaitable[Any]],
+    n: int,
+    concurrency: int,
+    settle: Callable[[], Awaitable[Any]] | None = None,
+) -> dict[str, Any]:
     """Run ``op`` n times over ``concurrency`` lanes; client CPU and wall per operation.
 
     A warm-up pass at the same concurrency first opens the connections and fills caches,
-    so the measured pass pays only the steady-state cost.
+    so the measured pass pays only the steady-state cost. ``settle`` (a flush, for a client
+    that sends in the background) runs after each pass, inside the measured time.
     """
     await _lanes(op, min(max(2 * concurrency, 20), 500), concurrency, None)
+    if settle is not None:
+        await settle()
     latencies: list[float] = []
     gc.collect()
     with _profiled():
         cpu0, wall0, ru0 = time.process_time(), time.perf_counter(), getrusage(RUSAGE_SELF)
         await _lanes(op, n, concurrency, latencies)
+        if settle is not None:
+            await settle()
         cpu, wall, ru = (
             time.process_time() - cpu0,
             time.perf_counter() - wall0,
@@ -186,29 +230,111 @@ def measure_decode(decode: Callable[[bytes], Any], seconds: float) -> dict[str, 
     return {"n": n, "per_s": n / cpu, "us": cpu / n * 1e6}
 
 
-async def measure_runs(
-    one: Callable[[], Awaitable[Any]], n: int, close: Callable[[], Awaitable[Any]]
-) -> dict[str, Any]:
-    """Run ``one`` n times in a row; CPU per run includes closing the client (draining it).
+WARM_RUNS = 3
 
-    ``block_ms`` is the wall time each run's block took around an empty body: the time the
-    telemetry adds to the agent's run.
+
+async def bare_block() -> None:
+    """The run's block without telemetry: what ``block_ms`` is measured against."""
+    async with contextlib.nullcontext():
+        for _ in range(SPANS_PER_RUN):
+            async with contextlib.nullcontext():
+                pass
+
+
+def bare_block_sync() -> None:
+    """The sync run's block without telemetry."""
+    with contextlib.nullcontext():
+        for _ in range(SPANS_PER_RUN):
+            with contextlib.nullcontext():
+                pass
+
+
+async def measure_runs(
+    one: Callable[[], Awaitable[Any]],
+    *,
+    n: int,
+    gap: float,
+    drain: Callable[[], Awaitable[Any]],
+    settle: Callable[[], Awaitable[Any]],
+    control: str,
+) -> dict[str, Any]:
+    """Run ``one`` (a run with its spans) n times, ``gap`` seconds apart.
+
+    Measured: the wall time each block takes, and the same for the block without
+    telemetry; the API requests the runs cost, counted by the local API; the process's
+    CPU (every thread) from the first run until ``settle`` (a flush and close) returned,
+    so whatever is sent in the background is counted. ``drain`` ends the warm-up runs'
+    sending before the count starts.
     """
-    for _ in range(5):
+    for _ in range(WARM_RUNS):
         await one()
+        await asyncio.sleep(gap)
+    await drain()
+    bare: list[float] = []
+    for _ in range(max(n, 100)):
+        start = time.perf_counter()
+        await bare_block()
+        bare.append(time.perf_counter() - start)
     blocks: list[float] = []
     gc.collect()
+    sent0 = api_requests(control)
     with _profiled():
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        cpu0 = time.process_time()
         for _ in range(n):
             start = time.perf_counter()
             await one()
             blocks.append(time.perf_counter() - start)
-        await close()
-        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    return {
+            await asyncio.sleep(gap)
+        await settle()
+        cpu = time.process_time() - cpu0
+    return _runs_result(n, blocks, bare, cpu, sent0, api_requests(control))
+
+
+def measure_runs_sync(
+    one: Callable[[], Any],
+    *,
+    n: int,
+    gap: float,
+    drain: Callable[[], Any],
+    settle: Callable[[], Any],
+    control: str,
+) -> dict[str, Any]:
+    """:func:`measure_runs` for a run in plain ``def`` code, with no event loop of its own."""
+    for _ in range(WARM_RUNS):
+        one()
+        time.sleep(gap)
+    drain()
+    bare: list[float] = []
+    for _ in range(max(n, 100)):
+        start = time.perf_counter()
+        bare_block_sync()
+        bare.append(time.perf_counter() - start)
+    blocks: list[float] = []
+    gc.collect()
+    sent0 = api_requests(control)
+    with _profiled():
+        cpu0 = time.process_time()
+        for _ in range(n):
+            start = time.perf_counter()
+            one()
+            blocks.append(time.perf_counter() - start)
+            time.sleep(gap)
+        settle()
+        cpu = time.process_time() - cpu0
+    return _runs_result(n, blocks, bare, cpu, sent0, api_requests(control))
+
+
+def _runs_result(
+    n: int, blocks: list[float], bare: list[float], cpu: float, sent0: int | None, sent: int | None
+) -> dict[str, Any]:
+    block, without = statistics.median(blocks), statistics.median(bare)
+    result = {
         "n": n,
         "cpu_us": cpu / n * 1e6,
-        "block_ms": statistics.median(blocks) * 1e3,
-        "runs_s": n / wall,
+        "block_ms": block * 1e3,
+        "bare_ms": without * 1e3,
+        "added_ms": (block - without) * 1e3,
     }
+    if sent0 is not None and sent is not None:
+        result["requests"] = (sent - sent0) / n
+    return result

@@ -49,8 +49,10 @@ def main() -> None:
         kw["concurrency"] = args.concurrency
     os.environ["BENCH_PROFILE"] = str(out)
     try:
-        with local_api() as (url, token):
-            result = worker(python, SCRIPTS[args.side], args.figure, url=url, token=token, **kw)
+        with local_api() as api:
+            result = worker(
+                python, SCRIPTS[args.side], args.figure, url=api.url, token=api.token, **kw
+            )
     finally:
         del os.environ["BENCH_PROFILE"]
     print(f"{args.side} {args.figure} (n={args.n}): {result}")

@@ -45,10 +45,17 @@ async def lifecycle(url: str, token: str, n: int, concurrency: int) -> dict[str,
         return await measure(op, n, concurrency)
 
 
-async def run(url: str, token: str, n: int) -> dict[str, Any]:
+async def run(url: str, token: str, control: str, n: int, gap: float) -> dict[str, Any]:
+    """prefactor-core's normal usage: an instance handle, started and finished, and spans
+    through its ``instance.span()`` context manager (each span is created, awaited, when its
+    block ends; starts and finishes are queued for its workers)."""
     config = PrefactorCoreConfig(http_config=HttpClientConfig(api_url=url, api_token=token))
     client = PrefactorCoreClient(config)
     await client.initialize()
+
+    async def drain() -> None:
+        # prefactor-core has no flush; its workers empty the queue within a gap.
+        await asyncio.sleep(gap)
 
     async def one() -> None:
         inst = await client.create_agent_instance(
@@ -60,7 +67,8 @@ async def run(url: str, token: str, n: int) -> dict[str, Any]:
                 span.set_result(SPAN_RESULT)
         await inst.finish()
 
-    return await measure_runs(one, n, client.close)
+    # Its close() drains the queue: the run's CPU counts all its sending.
+    return await measure_runs(one, n=n, gap=gap, drain=drain, settle=client.close, control=control)
 
 
 def decode(body: bytes) -> AgentInstance:
@@ -73,7 +81,7 @@ def main() -> None:
     if args.figure == "lifecycle":
         emit(asyncio.run(lifecycle(args.url, args.token, args.n, args.concurrency)))
     elif args.figure == "run":
-        emit(asyncio.run(run(args.url, args.token, args.n)))
+        emit(asyncio.run(run(args.url, args.token, args.control, args.n, args.gap)))
     else:
         emit(measure_decode(decode, args.seconds))
 

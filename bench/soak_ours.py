@@ -1,4 +1,8 @@
-"""The soak through aioprefactor: one client, the run shapes of ``_soak_plan``."""
+"""The soak through aioprefactor: one client, the run shapes of ``_soak_plan``.
+
+The client delivers as ``--delivery`` says (``background``, the default, or ``inline``) and
+is flushed before it closes, so the server's state is read once all was sent.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,14 @@ from _worker import AGENT_ID, AGENT_VERSION, SCHEMA_VERSION, SPAN_PAYLOAD
 
 import aioprefactor
 
+# What the soak reports of the client's own delivery counts, after the flush.
+STATS = ("pending", "sent_requests", "delivered", "retried", "dropped", "abandoned")
 
-async def soak(url: str, token: str, endings: list[str], concurrency: int) -> dict[str, Any]:
-    client = aioprefactor.Client(api_url=url, api_token=token)
+
+async def soak(
+    url: str, token: str, delivery: str, endings: list[str], concurrency: int
+) -> dict[str, Any]:
+    client = aioprefactor.Client(api_url=url, api_token=token, delivery=delivery)
     await client.__aenter__()
 
     async def one_run(
@@ -39,11 +48,22 @@ async def soak(url: str, token: str, endings: list[str], concurrency: int) -> di
     started = time.perf_counter()
     records = await drive(endings, concurrency, one_run)
     close_error = None
+    delivered: bool | None = None
+    stats: dict[str, int] | None = None
     try:
+        delivered = await client.flush()
+        snapshot = client.stats()
+        stats = {name: getattr(snapshot, name) for name in STATS}
         await client.aclose()
     except Exception as exc:
         close_error = repr(exc)
-    return {"records": records, "seconds": time.perf_counter() - started, "close": close_error}
+    return {
+        "records": records,
+        "seconds": time.perf_counter() - started,
+        "close": close_error,
+        "delivered": delivered,
+        "stats": stats,
+    }
 
 
 def main() -> None:
@@ -53,8 +73,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--delivery", choices=("background", "inline"), default="background")
     args = parser.parse_args()
-    result = asyncio.run(soak(args.url, args.token, plan(args.runs, args.seed), args.concurrency))
+    endings = plan(args.runs, args.seed)
+    result = asyncio.run(soak(args.url, args.token, args.delivery, endings, args.concurrency))
     sys.stdout.write(json.dumps(result) + "\n")
 
 

@@ -6,6 +6,7 @@ import inspect
 import os
 import sys
 import textwrap
+import threading
 from collections import Counter
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -192,3 +193,22 @@ async def scripts(tmp_path: Path) -> AsyncIterator[Scripts]:
     yield runner
     for child in runner.started:
         await child.stop()
+
+
+@pytest.fixture
+def prefactor_api_in_thread() -> Iterator[tuple[str, str, LocalPrefactor]]:
+    """A local API on a loop of its own thread, for tests that run subprocesses."""
+    from aioprefactor.testing import LocalPrefactor  # noqa: PLC0415 - loaded when used
+
+    loop = asyncio.new_event_loop()
+    api = LocalPrefactor()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(api.start(), loop).result(10)
+    try:
+        yield api.url, api.token, api
+    finally:
+        asyncio.run_coroutine_threadsafe(api.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

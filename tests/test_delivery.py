@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 from collections import Counter
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ import aioprefactor
 from aioprefactor import Client, RecordingState, span
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from aioprefactor import SpanRun
@@ -40,25 +39,6 @@ def answered(api: LocalPrefactor) -> list[Any]:
 
 def parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-@pytest.fixture
-def prefactor_api_in_thread() -> Iterator[tuple[str, str, LocalPrefactor]]:
-    """A local API on a loop of its own thread, for tests that run subprocesses."""
-    from aioprefactor.testing import LocalPrefactor  # noqa: PLC0415 - only these tests
-
-    loop = asyncio.new_event_loop()
-    api = LocalPrefactor()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(api.start(), loop).result(10)
-    try:
-        yield api.url, api.token, api
-    finally:
-        asyncio.run_coroutine_threadsafe(api.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 @pytest.fixture

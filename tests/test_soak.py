@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from aioprefactor.testing import LocalPrefactor
 
 
-pytestmark = pytest.mark.inline
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 FAULT_KINDS = ("503", "429", "latency", "drop", "non_json")
 
@@ -37,16 +36,19 @@ def bench() -> Iterator[dict[str, ModuleType]]:
         sys.path.remove(str(BENCH))
 
 
+@pytest.mark.parametrize("delivery", ["background", "inline"])
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_soak_loses_duplicates_and_misreports_nothing(
-    prefactor_api: LocalPrefactor, bench: dict[str, ModuleType], seed: int
+    prefactor_api: LocalPrefactor, bench: dict[str, ModuleType], seed: int, delivery: str
 ) -> None:
     """Zero lost, duplicated, wrong, stuck or open after 60 runs under a 20% fault rate."""
     soak: Any = bench["soak"]
     plan: Any = importlib.import_module("_soak_plan")
     prefactor_api.faults.chaos(rate=0.2, seed=seed, kinds=FAULT_KINDS)
     endings = plan.plan(60, seed)
-    worker = await bench["soak_ours"].soak(prefactor_api.url, prefactor_api.token, endings, 20)
+    worker = await bench["soak_ours"].soak(
+        prefactor_api.url, prefactor_api.token, delivery, endings, 20
+    )
     prefactor_api.faults.clear()
     state: dict[str, Any] = {
         "instances": prefactor_api.instances(),

@@ -470,6 +470,16 @@ def to_payload(
     return {"value": _safe_fit(value, max_bytes - _WRAPPER_BYTES)[0]}
 
 
+def to_value(value: object, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Return any value converted to JSON and cut to fit ``max_bytes`` (never raises for it).
+
+    Raises:
+        ValueError: ``max_bytes`` is below :data:`MIN_MAX_BYTES`.
+    """
+    _check_limit(max_bytes)
+    return _safe_fit(value, max_bytes)[0]
+
+
 def to_output(value: object, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
     """Return ``{"output": value}``, the value converted and cut to fit ``max_bytes``.
 

@@ -48,8 +48,9 @@ class Scope(Generic[H]):
 
     def __init__(self) -> None:
         # Handles entered through ``with``/``async with`` and not yet left, by id: only
-        # consulted when a block is left from another context than it entered.
-        self._entered: dict[int, H] = {}
+        # consulted when a block is left from another context than it entered. Made on
+        # first use: decorated calls never need it.
+        self._entered: dict[int, H] | None = None
 
     # --- hooks ------------------------------------------------------------------------
 
@@ -98,24 +99,31 @@ class Scope(Generic[H]):
 
     def _pop(self) -> H:
         handle = self.current()
-        if handle is None or id(handle) not in self._entered:
+        entered = self._entered
+        if handle is None or entered is None or id(handle) not in entered:
             # Left from another context (an exit stack closed by another task, a
             # hand-driven __aexit__): the latest entry is finished, and the block's
             # exception still propagates.
-            if not self._entered:
+            if not entered:
                 raise RuntimeError(f"{self!r} exited without being entered")
-            handle = next(reversed(self._entered.values()))
+            handle = next(reversed(entered.values()))
             log.warning("aioprefactor: %r exited in another context than it entered", self)
-        del self._entered[id(handle)]
+        del entered[id(handle)]
         with contextlib.suppress(ValueError):  # a token made in another context
             self.deactivate(handle)
         return handle
+
+    def _remember(self, handle: H) -> None:
+        entered = self._entered
+        if entered is None:
+            entered = self._entered = {}
+        entered[id(handle)] = handle
 
     async def __aenter__(self) -> H:
         handle = self.open_entry(None, is_async=True)
         await self.entered(handle)
         self.activate(handle)
-        self._entered[id(handle)] = handle
+        self._remember(handle)
         return handle
 
     async def __aexit__(
@@ -134,7 +142,7 @@ class Scope(Generic[H]):
         handle = self.open_entry(None, is_async=False)
         self.entered_sync(handle)
         self.activate(handle)
-        self._entered[id(handle)] = handle
+        self._remember(handle)
         return handle
 
     def __exit__(

@@ -321,8 +321,7 @@ class InstanceRun(_Handle):
         decided = self._decide(status, error)
         record = self._record
         record.end = End(decided, ended_at or now())
-        # Nothing is stopped once it ended: drop the hook and the task and loop it holds.
-        record.cancel_block = None
+        record.block_task = None  # nothing to stop any more: let the task go
         if not self.engine.submit(_engine.END_RUN, record) and record.error is None:
             record.error = RuntimeError("the client was closed first; the run's finish is not sent")
         return decided

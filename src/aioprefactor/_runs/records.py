@@ -9,6 +9,7 @@ as one create carrying its final status. Only the engine moves ``state``, and on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
@@ -96,6 +97,17 @@ def status_for(exc: BaseException | None) -> FinishStatus:
 def now() -> datetime:
     """The current time, timezone-aware, as every timestamp sent."""
     return datetime.now(UTC)
+
+
+TERMINATED_MESSAGE: Final = "aioprefactor: the server terminated this agent instance"
+"""The message of the cancellation that stops a block its server terminated."""
+
+
+def _cancel_block(run: RunRecord, task: asyncio.Task[Any]) -> None:
+    # On the block's own loop: a block that ended meanwhile (its task went on to other
+    # work) is not stopped.
+    if run.end is None and not task.done():
+        task.cancel(TERMINATED_MESSAGE)
 
 
 class End(NamedTuple):
@@ -188,7 +200,7 @@ class RunRecord(Record):
     """One run of an agent instance."""
 
     __slots__ = (
-        "cancel_block",
+        "block_task",
         "instance",
         "last_heard",
         "on_terminate",
@@ -216,8 +228,17 @@ class RunRecord(Record):
         self.open_spans: set[SpanRecord] | None = None
         # When the API last answered about this run (the engine's clock), for polling.
         self.last_heard = 0.0
-        # Stops the block when the server terminates the run (set by the block's side).
-        self.cancel_block: Callable[[], None] | None = None
+        # The task running the block (async blocks with on_terminate="cancel"): the one
+        # stop_block() cancels when the server terminates the run.
+        self.block_task: asyncio.Task[Any] | None = None
+
+    def stop_block(self) -> None:
+        """Cancel the block's task, on its own loop, unless the block has ended (engine only)."""
+        task = self.block_task
+        if task is None or self.end is not None or self.on_terminate != "cancel":
+            return
+        with contextlib.suppress(RuntimeError):  # the block's loop is gone
+            task.get_loop().call_soon_threadsafe(_cancel_block, self, task)
 
     @property
     def recorded(self) -> bool:

@@ -551,9 +551,7 @@ class Scheduler:
         self._release(run)
         if was_finishing:
             return
-        stop = run.cancel_block
-        if stop is not None and run.end is None and run.on_terminate == "cancel":
-            stop()
+        run.stop_block()
 
     def _poll(self) -> None:
         interval = self._poll_interval

@@ -114,3 +114,32 @@ def with_runtime_environment(version: AgentVersion) -> AgentVersion:
     if version.runtime_environment is not None:
         return version
     return msgspec.structs.replace(version, runtime_environment=RUNTIME_ENVIRONMENT)
+
+
+# The schema version built from the declared span types, for the generation it was built
+# at: every run entered meanwhile shares it.
+_DECLARED: list[tuple[int, AgentSchemaVersion]] = []
+# Equal versions are one object: scopes made per run do not each keep their own copy.
+_VERSIONS: dict[AgentVersion, AgentVersion] = {}
+_MAX_VERSIONS: Final = 256
+
+
+def declared_schema_version() -> AgentSchemaVersion:
+    """The schema version of the span types declared now (built once per change)."""
+    generation = _GENERATION[0]
+    if _DECLARED and _DECLARED[0][0] == generation:
+        return _DECLARED[0][1]
+    built = schema_version_for(declared_span_types())
+    _DECLARED[:] = [(generation, built)]
+    return built
+
+
+def shared_version(version: AgentVersion) -> AgentVersion:
+    """The one object standing for versions equal to ``version``, runtime filled in."""
+    filled = with_runtime_environment(version)
+    shared = _VERSIONS.get(filled)
+    if shared is None:
+        if len(_VERSIONS) >= _MAX_VERSIONS:
+            _VERSIONS.clear()
+        shared = _VERSIONS[filled] = filled
+    return shared

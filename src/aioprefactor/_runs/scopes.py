@@ -22,12 +22,17 @@ from aioprefactor._runs import context
 from aioprefactor._runs.capture import YieldCollector, call_arguments, to_output, to_payload
 from aioprefactor._runs.entries import NOTHING, Call, Scope
 from aioprefactor._runs.handles import AgentTerminated, InstanceRun, SpanRun
-from aioprefactor._runs.records import RecordingState, RunRecord, SpanRecord
+from aioprefactor._runs.records import (
+    TERMINATED_MESSAGE,
+    RecordingState,
+    RunRecord,
+    SpanRecord,
+)
 from aioprefactor._runs.schema import (
-    declared_span_types,
+    declared_schema_version,
     schema_version_for,
+    shared_version,
     span_types_generation,
-    with_runtime_environment,
 )
 from aioprefactor._wire import checks
 from aioprefactor._wire.config import ENV_AGENT_ID, ENV_ENVIRONMENT_ID
@@ -51,7 +56,6 @@ log: Final = logging.getLogger("aioprefactor")
 
 DEFAULT_ENTER_TIMEOUT: Final = 5.0
 DEFAULT_FINISH_TIMEOUT: Final = 10.0
-TERMINATED_MESSAGE: Final = "aioprefactor: the server terminated this agent instance"
 ON_TERMINATE: Final[frozenset[Literal["cancel", "record"]]] = frozenset({"cancel", "record"})
 
 
@@ -156,9 +160,7 @@ class InstanceScope(Scope[InstanceRun]):
         purpose = options.get("purpose")
         # Everything given is checked now; what the environment supplies, at entry.
         self._given = RegisterRequest(
-            agent_version=with_runtime_environment(
-                to_struct(version, AgentVersion, "agent_version")
-            ),
+            agent_version=shared_version(to_struct(version, AgentVersion, "agent_version")),
             agent_schema_version=AgentSchemaVersion(external_identifier="-")
             if schema is None
             else to_struct(schema, AgentSchemaVersion, "agent_schema_version"),
@@ -209,7 +211,7 @@ class InstanceScope(Scope[InstanceRun]):
         cached = self._registration
         if cached is not None and cached[0] == key:
             return cached[1]
-        schema = self.agent_schema_version or schema_version_for(declared_span_types())
+        schema = self.agent_schema_version or declared_schema_version()
         built = msgspec.structs.replace(
             given,
             agent_id=checks.optional_str(agent_id, "agent_id"),
@@ -238,21 +240,7 @@ class InstanceScope(Scope[InstanceRun]):
         record = RunRecord(self.registration, started_at=started_at, on_terminate=self.on_terminate)
         run = InstanceRun(engine, record, strict=self.strict, client=engine.owner, scope=self)
         if is_async and self.on_terminate == "cancel":
-            task = asyncio.current_task()
-            if task is not None:
-                loop = task.get_loop()
-
-                def cancel() -> None:
-                    # Checked on the block's own loop: a block that ended meanwhile (the
-                    # task went on to other work) is not stopped.
-                    if record.end is None:
-                        task.cancel(TERMINATED_MESSAGE)
-
-                def stop() -> None:
-                    with contextlib.suppress(RuntimeError):  # the loop is gone
-                        loop.call_soon_threadsafe(cancel)
-
-                record.cancel_block = stop
+            record.block_task = asyncio.current_task()
         run.begin()
         return run
 

@@ -9,20 +9,17 @@ ends it with the status the root's ending implies.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
 import logging
-import math
-from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, ParamSpec
-from uuid import UUID
 
 import aioprefactor
 from aioprefactor import current_instance, current_span
+from aioprefactor._runs.capture import to_payload, to_value
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from aioprefactor import AgentVersion, Client, FinishStatus, InstanceRun, InstanceScope, SpanRun
 
@@ -30,10 +27,7 @@ log: Final = logging.getLogger("aioprefactor.integrations")
 
 P = ParamSpec("P")
 
-MAX_DEPTH: Final = 12
-MAX_ITEMS: Final = 500
 MAX_TEXT: Final = 16_000
-_MAX_INT: Final = 2**63 - 1
 _CANCELLATION_NAMES: Final = frozenset(
     {"CancelledError", "KeyboardInterrupt", "GeneratorExit", "asyncio.CancelledError"}
     | {"asyncio.exceptions.CancelledError", "concurrent.futures._base.CancelledError"}
@@ -81,56 +75,17 @@ def clip(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
 
 
-def to_json(value: Any, depth: int = 0) -> Any:  # noqa: PLR0911 - one branch per kind of value
-    """Convert a framework's value to JSON: best effort, bounded in depth and size, never raising.
+def to_json(value: Any) -> Any:
+    """Convert a framework's value to JSON: best effort, bounded in size, never raising.
 
-    Pydantic models and dataclasses become objects, sequences lists, times ISO strings,
-    NaN and infinities strings; anything else its (clipped) ``repr``.
+    The same conversions as every payload (see ``aioprefactor._runs.capture``).
     """
-    if value is None or isinstance(value, bool | str):
-        return clip(value) if isinstance(value, str) else value
-    if isinstance(value, int):
-        return value if -_MAX_INT <= value <= _MAX_INT else str(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if depth >= MAX_DEPTH:
-        return clip(repr(value))
-    if isinstance(value, Mapping):
-        items = list(value.items())[:MAX_ITEMS]
-        return {str(key): to_json(item, depth + 1) for key, item in items}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [to_json(item, depth + 1) for item in list(value)[:MAX_ITEMS]]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return to_json(value.value, depth + 1)
-    if isinstance(value, bytes | bytearray):
-        return f"<{len(value)} bytes>"
-    return _object_to_json(value, depth)
-
-
-def _object_to_json(value: Any, depth: int) -> Any:
-    dump = getattr(value, "model_dump", None)
-    if callable(dump) and not isinstance(value, type):
-        try:
-            return to_json(dump(mode="json"), depth + 1)
-        except Exception:
-            log.debug("model_dump failed for %s", type(value).__name__, exc_info=True)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
-        return to_json(fields, depth + 1)
-    try:
-        return clip(repr(value))
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not break the recording
-        return f"<{type(value).__name__}>"
+    return to_value(value)
 
 
 def json_object(value: Any) -> dict[str, Any]:
     """Convert to a JSON object: a mapping as it is, anything else as ``{"value": ...}``."""
-    converted = to_json(value)
-    return converted if isinstance(converted, dict) else {"value": converted}
+    return to_payload(value)
 
 
 def drop_none(fields: Mapping[str, Any]) -> dict[str, Any]:
