@@ -71,7 +71,7 @@ class Scope(Generic[H]):
         raise NotImplementedError
 
     async def entered(self, handle: H) -> None:
-        """Inline delivery: wait for the open (fail-open or raise)."""
+        """Inline delivery: wait for the open (fail-open or raise, having ended the entry)."""
 
     def entered_sync(self, handle: H) -> None:
         """:meth:`entered` for sync code."""
@@ -269,9 +269,10 @@ def _async_generator(
         context = contextvars.copy_context()
         handle = context.run(scope.open_entry, (fn, args, kwargs), is_async=True)
         collect = scope.collector(handle)
+        # When entering raises, the entry is ended already: it is not left a second time.
+        await _step(context, scope.entered(handle))
         ended: BaseException | None = None
         try:
-            await _step(context, scope.entered(handle))
             context.run(scope.activate, handle)
             sent: Any = None
             thrown: BaseException | None = None
@@ -315,9 +316,10 @@ def _generator(
         context = contextvars.copy_context()
         handle = context.run(scope.open_entry, (fn, args, kwargs), is_async=False)
         collect = scope.collector(handle)
+        # When entering raises, the entry is ended already: it is not left a second time.
+        context.run(scope.entered_sync, handle)
         ended: BaseException | None = None
         try:
-            context.run(scope.entered_sync, handle)
             context.run(scope.activate, handle)
             sent: Any = None
             thrown: BaseException | None = None

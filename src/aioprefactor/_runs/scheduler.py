@@ -22,7 +22,9 @@ from aioprefactor._wire.codec import BULK_DECODER, encode
 from aioprefactor._wire.errors import (
     PrefactorConflictError,
     PrefactorError,
+    PrefactorRateLimitError,
     PrefactorResponseContractError,
+    PrefactorServerError,
 )
 from aioprefactor._wire.models import AgentInstance, AgentSpan, ControlSignal
 from aioprefactor._wire.transport import Failure
@@ -42,7 +44,18 @@ S = RecordingState
 MAX_BATCH: Final = 100
 """Items in one bulk request at most."""
 
+_BULK: Final = "/api/v1/bulk"
 _BULK_GONE: Final = frozenset({404, 405, 415})
+# An item's answer has a code but no status: the codes of a passing failure (a 429 or a
+# 5xx, the change not saved), so that such an item is retried as a single would be.
+_PASSING: Final = {
+    "rate_limited": 429,
+    "internal_error": 500,
+    "bad_gateway": 502,
+    "service_unavailable": 503,
+    "storage_error": 503,
+    "gateway_timeout": 504,
+}
 
 
 class Scheduler:
@@ -143,9 +156,12 @@ class Scheduler:
 
     def _place(self, span: SpanRecord) -> None:
         run, parent = span.run, span.parent
-        if run.end is not None and span.end is None:
-            self._give_up(span, RuntimeError("the span opened after its run ended"))
-        elif run.state is not S.ACTIVE:
+        ended = run.end
+        if ended is not None and span.end is None:
+            # Scopes open no span in an ended run: this one was open when its run ended,
+            # and that end was written before the engine got here. Cancelled with it.
+            span.end = End("cancelled", ended.at)
+        if run.state is not S.ACTIVE:
             if run.settled or run.state in {S.FINISHING, S.UNSTARTED}:
                 self._give_up(span, None)
             else:
@@ -308,11 +324,21 @@ class Scheduler:
         transport = self._transport
         assert transport is not None
         loop = asyncio.get_running_loop()
-        body = encode({"items": [requests.bulk_item(op) for op in ops]})
+        items = [requests.bulk_item(op) for op in ops]
+        body = encode({"items": items})
+        limit = self._settings.max_request_bytes
+        while len(body) > limit and len(ops) > 1:
+            # Too big together (the server would refuse them all): send what fits, and
+            # the rest in later requests.
+            half = len(ops) // 2
+            self._requeue(ops[half:])
+            ops, items = ops[:half], items[:half]
+            body = encode({"items": items})
+        if len(ops) == 1:
+            await self._attempt(ops[0])  # alone, its size is checked like any single's
+            return
         budget = min(op.deadline for op in ops) - loop.time()
-        outcome = await transport.attempt(
-            "POST", "/api/v1/bulk", body, BULK_DECODER, "bulk", budget
-        )
+        outcome = await transport.attempt("POST", _BULK, body, BULK_DECODER, "bulk", budget)
         if isinstance(outcome, Failure):
             status = getattr(outcome.error, "status_code", None)
             if status in _BULK_GONE or status == 422:
@@ -362,10 +388,18 @@ class Scheduler:
             self._bulk_types.discard(op.kind)
             self._singles.append(op)
             return
+        op.attempts += 1
+        status = _PASSING.get(code)
+        if status is not None:
+            kind = PrefactorRateLimitError if status == 429 else PrefactorServerError
+            passing = kind(
+                output.message or code, status_code=status, code=code, method="POST", path=_BULK
+            )
+            self._failed(op, Failure(passing))
+            return
         refused = PrefactorError(
             f"{requests.NAMES[op.kind]} refused in bulk: {code}: {output.message}"
         )
-        op.attempts += 1
         self._abandon(op, refused)
 
     # --- answers ------------------------------------------------------------------------

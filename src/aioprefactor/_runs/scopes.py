@@ -551,12 +551,20 @@ class SpanScope(Scope[SpanRun]):
     async def entered(self, handle: SpanRun) -> None:
         """Inline delivery: wait for the create within the enter budget."""
         if self._inline(handle):
-            await handle.settle_open(self.enter_timeout)
+            try:
+                await handle.settle_open(self.enter_timeout)
+            except BaseException:
+                handle.end("cancelled")  # the block will not run: its span ends here
+                raise
 
     def entered_sync(self, handle: SpanRun) -> None:
         """:meth:`entered` for sync code."""
         if self._inline(handle):
-            handle.settle_open_sync(self.enter_timeout)
+            try:
+                handle.settle_open_sync(self.enter_timeout)
+            except BaseException:
+                handle.end("cancelled")
+                raise
 
     async def leave(
         self, handle: SpanRun, exc: BaseException | None, output: Any = NOTHING

@@ -8,6 +8,7 @@ apply a second effect.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import math
 import random
@@ -53,6 +54,9 @@ _READ_CHUNK: Final = 64 * 1024
 _PERSISTENT_ATTEMPTS: Final = 100
 # Unreserved characters only, not starting with a dot: such an id is its own encoding.
 _PLAIN_ID: Final = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
+# aiohttp warns (a ResourceWarning) about bodies over 1 MiB given as bytes; a file-like
+# body is streamed instead, without the warning (an error under ``-W error``).
+_LARGE_BODY: Final = 1024 * 1024
 
 
 def path_segment(value: object, name: str) -> str:
@@ -389,7 +393,8 @@ class Transport:
     ) -> tuple[int, bytes, float | None]:
         cap = self._settings.max_response_bytes
         try:
-            async with session.request(method, url, data=body, timeout=timeout) as response:
+            data = io.BytesIO(body) if body is not None and len(body) > _LARGE_BODY else body
+            async with session.request(method, url, data=data, timeout=timeout) as response:
                 status = response.status
                 retry_after = (
                     parse_retry_after(response.headers.get("Retry-After"))
