@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pytest
 
 from aioprefactor import (
@@ -190,3 +191,69 @@ async def test_a_bulk_item_the_server_could_not_save_is_retried(tmp_path: Path) 
         assert "bulk" in [r.route for r in api.requests]
         assert run.id is not None
         assert ["complete"] * 3 == [s["status"] for s in api.spans(run.id)]
+
+
+async def test_an_unexpected_error_while_sending_gives_up_instead_of_hanging(
+    prefactor_api: LocalPrefactor, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug inside a send: what it carried is abandoned and counted; flush still ends."""
+    from aioprefactor._wire.transport import Transport  # noqa: PLC0415 - the seam under test
+
+    real = Transport.attempt
+    calls = {"n": 0}
+
+    async def broken_once(self: Transport, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug in the sender")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Transport, "attempt", broken_once)
+    async with client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+        pass
+    assert await asyncio.wait_for(client.flush(), 10) is True
+    assert 1 == client.stats().abandoned
+    assert isinstance(run.telemetry_error, RuntimeError)
+
+
+def test_a_create_retried_alone_after_a_bulk_carries_what_the_bulk_carried() -> None:
+    """The same span under the same key, even if the block ended between the two sends."""
+    from aioprefactor._runs import requests  # noqa: PLC0415 - the unit under test
+    from aioprefactor._runs.records import End, RecordingState, RunRecord, SpanRecord, now  # noqa: PLC0415
+    from aioprefactor._wire.models import AgentSchemaVersion, AgentVersion, RegisterRequest  # noqa: PLC0415
+
+    registration = RegisterRequest(
+        agent_version=AgentVersion(name="n", external_identifier="1"),
+        agent_schema_version=AgentSchemaVersion(external_identifier="s"),
+        update_current_version=True,
+    )
+    run = RunRecord(registration)
+    run.id = "inst-1"
+    span = SpanRecord(run, None, "agent:step", {"k": 1})
+    op = requests.Op(requests.Kind.CREATE, span, deadline=0.0)
+    item = requests.bulk_item(op)
+    span.end = End("complete", now(), {"r": 1})
+    _, _, body, _ = requests.request(op)
+    assert body is not None
+    sent = msgspec.json.decode(body)["details"]
+    assert item["status"] == sent["status"] == "active"
+    assert item["idempotency_key"] == sent["idempotency_key"]
+    assert "finished_at" not in sent
+    assert RecordingState.QUEUED is span.state
+
+
+def test_a_run_can_be_terminated_while_its_register_is_in_flight() -> None:
+    """An instance the server answers as terminated is recorded so, from any open state."""
+    from aioprefactor._runs.records import RecordingState, RunRecord  # noqa: PLC0415
+    from aioprefactor._wire.models import AgentSchemaVersion, AgentVersion, RegisterRequest  # noqa: PLC0415
+
+    run = RunRecord(
+        RegisterRequest(
+            agent_version=AgentVersion(name="n", external_identifier="1"),
+            agent_schema_version=AgentSchemaVersion(external_identifier="s"),
+            update_current_version=True,
+        )
+    )
+    run.move(RecordingState.REGISTERING)
+    run.move(RecordingState.TERMINATED)
+    assert run.settled

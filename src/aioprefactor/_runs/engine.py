@@ -252,7 +252,7 @@ class Engine:
         scheduler = self._scheduler
         if scheduler is not None:
             scheduler.closing = True
-        self._stop(ok)
+        self._stop()
         return ok
 
     def _start(self) -> asyncio.AbstractEventLoop:
@@ -300,14 +300,14 @@ class Engine:
             progressed=self._check_flushed,
         )
 
-    def _stop(self, delivered: bool) -> None:
+    def _stop(self) -> None:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
 
         def stop() -> None:
-            if not delivered:
-                self._report_lost()
+            # Also what was handed over between the last flush and the close.
+            self._report_lost()
             loop.stop()
 
         try:
@@ -361,7 +361,7 @@ class Engine:
                 done(idle)
 
     def _report_lost(self) -> None:
-        lost = sum(self._counts())
+        lost = sum(self._counts()) + len(self._inbox)
         down = self._scheduler is not None and self._scheduler.api_down
         if lost:
             log.warning(

@@ -57,7 +57,7 @@ _FINAL: Final = frozenset({S.FINISHED, S.NOT_RECORDED, S.TERMINATED, S.DROPPED})
 # Every move a record's delivery may make; nothing else assigns ``state``.
 _RUN_MOVES: Final[dict[RecordingState, frozenset[RecordingState]]] = {
     S.QUEUED: frozenset({S.REGISTERING, S.NOT_RECORDED, S.DROPPED}),
-    S.REGISTERING: frozenset({S.REGISTERED, S.NOT_RECORDED}),
+    S.REGISTERING: frozenset({S.REGISTERED, S.NOT_RECORDED, S.TERMINATED}),
     S.REGISTERED: frozenset({S.OPENING, S.NOT_RECORDED, S.TERMINATED}),
     S.OPENING: frozenset({S.ACTIVE, S.UNSTARTED, S.NOT_RECORDED, S.TERMINATED}),
     S.UNSTARTED: frozenset({S.FINISHING, S.NOT_RECORDED, S.TERMINATED}),

@@ -60,7 +60,7 @@ BULK_TYPES: Final = {
 class Op:
     """One operation owed to the API, with its retry bookkeeping."""
 
-    __slots__ = ("attempts", "body", "deadline", "item", "kind", "record")
+    __slots__ = ("attempts", "body", "deadline", "details", "flying", "item", "kind", "record")
 
     def __init__(self, kind: Kind, record: Record, deadline: float) -> None:
         self.kind = kind
@@ -69,6 +69,11 @@ class Op:
         self.attempts = 0
         self.body: bytes | None = None
         self.item: dict[str, Any] | None = None
+        # A create's details, fixed when first built: a retry (in bulk or alone) carries
+        # the same span under the same key.
+        self.details: SpanCreateDetails | None = None
+        # Whether a request carrying it is out, and nothing has settled or requeued it.
+        self.flying = False
 
     def __repr__(self) -> str:
         return f"<Op {NAMES[self.kind]} {self.record.id or self.record.key}>"
@@ -86,6 +91,12 @@ class Op:
 
 
 def _create_details(op: Op) -> SpanCreateDetails:
+    if op.details is None:
+        op.details = _build_create_details(op)
+    return op.details
+
+
+def _build_create_details(op: Op) -> SpanCreateDetails:
     span = op.record
     assert isinstance(span, SpanRecord)
     run_id = span.run.id

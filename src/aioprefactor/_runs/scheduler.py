@@ -264,17 +264,27 @@ class Scheduler:
                 self._send_bulk(taken)
         self._check_flushed()
 
-    def _launch(self, work: Any, batch_lane: bool) -> None:
+    def _launch(self, work: Any, ops: list[Op], batch_lane: bool) -> None:
         self._in_flight += 1
         self.sent_requests += 1
         if batch_lane:
             self._batch_in_flight += 1
+        for op in ops:
+            op.flying = True
         task = asyncio.get_running_loop().create_task(work)
 
-        def landed(_: asyncio.Task[None]) -> None:
+        def landed(done: asyncio.Task[None]) -> None:
             self._in_flight -= 1
             if batch_lane:
                 self._batch_in_flight -= 1
+            error = None if done.cancelled() else done.exception()
+            if error is not None:
+                # A bug, not an answer: give up what this request carried rather than
+                # leave it owed for ever.
+                log.error("aioprefactor: a delivery failed unexpectedly: %r", error)
+                for op in ops:
+                    if op.flying:
+                        self._abandon(op, error)
             self._pump()
 
         task.add_done_callback(landed)
@@ -286,7 +296,7 @@ class Scheduler:
             op.record.move(S.REGISTERING)
         elif op.kind is Kind.START and op.record.state is S.REGISTERED:
             op.record.move(S.OPENING)
-        self._launch(self._attempt(op), batch_lane)
+        self._launch(self._attempt(op), [op], batch_lane)
 
     async def _attempt(self, op: Op) -> None:
         transport = self._transport
@@ -318,7 +328,7 @@ class Scheduler:
         for op in ops:
             if op.record.state is S.QUEUED:
                 op.record.move(S.OPENING if op.kind is Kind.CREATE else S.REGISTERING)
-        self._launch(self._attempt_bulk(ops), batch_lane=True)
+        self._launch(self._attempt_bulk(ops), ops, batch_lane=True)
 
     async def _attempt_bulk(self, ops: list[Op]) -> None:
         transport = self._transport
@@ -363,6 +373,7 @@ class Scheduler:
 
     def _requeue(self, ops: list[Op]) -> None:
         for op in ops:
+            op.flying = False
             (self._batch if self._bulk and op.kind in self._bulk_types else self._singles).append(
                 op
             )
@@ -386,6 +397,7 @@ class Scheduler:
         if "type" in code or "_type" in errors:
             # This server's bulk does not take this item type: send it singly from now on.
             self._bulk_types.discard(op.kind)
+            op.flying = False
             self._singles.append(op)
             return
         op.attempts += 1
@@ -415,6 +427,7 @@ class Scheduler:
             delay = transport.delay(op.attempts, failure.retry_after)
             if loop.time() + delay < op.deadline:
                 self.retried += 1
+                op.flying = False
                 heapq.heappush(self._delayed, (loop.time() + delay, next(self._sequence), op))
                 self._arm_timer()
                 self._check_flushed()
@@ -444,6 +457,7 @@ class Scheduler:
 
     def _settle(self, op: Op) -> None:
         # No flush check here: what settles an operation often owes the next one.
+        op.flying = False
         self.owed -= 1
 
     def _abandon(self, op: Op, error: BaseException) -> None:
