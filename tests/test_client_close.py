@@ -50,3 +50,15 @@ async def test_finish_after_the_client_closed_is_recorded_not_raised(
     assert "closed" in str(run.telemetry_error)
     assert run.id is not None
     assert "active" == prefactor_api.instance(run.id)["status"]
+
+
+async def test_closing_inside_a_run_says_the_run_stays_open(
+    prefactor_api: LocalPrefactor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One warning names the runs left running when the client closed under them."""
+    client = Client(prefactor_api.url, prefactor_api.token)
+    async with client.agent_instance(agent_version=VERSION):
+        await client.aclose()
+    warnings = [r.getMessage() for r in caplog.records if "still running" in r.getMessage()]
+    assert 1 == len(warnings)
+    assert "1 run(s)" in warnings[0]

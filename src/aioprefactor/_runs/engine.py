@@ -362,7 +362,15 @@ class Engine:
 
     def _report_lost(self) -> None:
         lost = sum(self._counts()) + len(self._inbox)
-        down = self._scheduler is not None and self._scheduler.api_down
+        scheduler = self._scheduler
+        down = scheduler is not None and scheduler.api_down
+        running = 0 if scheduler is None else scheduler.unfinished_runs()
+        if running:
+            log.warning(
+                "aioprefactor: the client closed while %d run(s) were still running; "
+                "their finish cannot be sent and they stay open on the server",
+                running,
+            )
         if lost:
             log.warning(
                 "aioprefactor: %d telemetry operation(s) not delivered before the client closed%s",

@@ -123,6 +123,10 @@ class Scheduler:
         """Send what is ready, as far as the limits allow."""
         self._pump()
 
+    def unfinished_runs(self) -> int:
+        """Runs whose blocks have not ended: closing now leaves them open on the server."""
+        return sum(1 for run in self._open_runs if run.end is None)
+
     def _deadline(self) -> float:
         return asyncio.get_running_loop().time() + self._settings.total_timeout
 
