@@ -642,3 +642,37 @@ def test_a_loop_closed_without_shutdown_asyncgens_still_delivers_quietly(
     [instance] = api.instances()
     assert "complete" == instance["status"]
     assert ["complete"] == [s["status"] for s in api.spans(instance["id"])]
+
+
+async def test_a_bulk_that_refuses_span_creates_sends_them_singly() -> None:
+    """An item answered unsupported_type: creates go singly from then on; registers stay bulk."""
+    from aioprefactor.testing import LocalPrefactor  # noqa: PLC0415 - a server made for this test
+
+    async with LocalPrefactor(bulk_item_types={"agent_instances/register"}) as api:
+        api.faults.latency(0.05)
+        async with Client(api.url, api.token) as client:
+            runs = []
+            for _ in range(2):
+                async with client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+                    for n in range(3):
+                        async with span("agent:step", {"n": n}):
+                            pass
+                runs.append(run)
+            assert await client.flush() is True
+        for run in runs:
+            assert run.id is not None
+            assert ["complete"] * 3 == [s["status"] for s in api.spans(run.id)]
+        bulks = [r for r in api.requests if r.route == "bulk"]
+        refused = [
+            r for r in bulks if any(i["_type"] == "agent_spans/create" for i in r.body["items"])
+        ]
+        assert 1 == len(refused)
+        assert 6 == routes(api).count("agent_spans.create")
+
+
+async def test_a_bulk_item_type_the_local_api_does_not_know_is_refused() -> None:
+    """ValueError naming the known types, before the server starts."""
+    from aioprefactor.testing import LocalPrefactor  # noqa: PLC0415 - the option under test
+
+    with pytest.raises(ValueError, match="unknown bulk item types"):
+        LocalPrefactor(bulk_item_types={"agent_spans/delete"})

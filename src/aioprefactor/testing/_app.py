@@ -81,6 +81,8 @@ class LocalApp:
         self.operations = Operations(self.store)
         self.faults = FaultPlan()
         self.log: list[RecordedRequest] = []
+        self.bulk_item_types: frozenset[str] | None = None
+        """The item types the bulk route takes; ``None``: all of them."""
         self._timeline = Timeline(self)
 
     def use(self, storage: Storage) -> None:
@@ -268,7 +270,9 @@ class LocalApp:
         return _json_response(200, success(instance.to_json()))
 
     async def _bulk(self, request: web.Request) -> web.Response:
-        status, answer = run_bulk(self.operations, _decode(await request.read()))
+        status, answer = run_bulk(
+            self.operations, _decode(await request.read()), self.bulk_item_types
+        )
         return _json_response(status, answer)
 
     async def _ping(self, _request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from aioprefactor.testing._operations import Operations, Reply
 from aioprefactor.testing._validate import BLANK, MAX_KEY_LENGTH, Fields
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
 
 MIN_KEY_LENGTH = 8
 
@@ -54,10 +54,20 @@ def _check_items(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
-def run_bulk(operations: Operations, body: Mapping[str, Any]) -> Reply:
-    """Run every item of a bulk request; raise `ApiError` (422) if the request is malformed."""
+def run_bulk(
+    operations: Operations, body: Mapping[str, Any], allowed: Collection[str] | None = None
+) -> Reply:
+    """Run every item of a bulk request; raise `ApiError` (422) if the request is malformed.
+
+    An item of a type outside `allowed` (when given) is answered `unsupported_type`, as a
+    server whose bulk takes fewer types would, and the items after it are not run.
+    """
     outputs: dict[str, dict[str, Any]] = {}
     for item in _check_items(body):
+        if allowed is not None and item["_type"] not in allowed:
+            message = f"bulk does not take {item['_type']!r} items"
+            outputs[item["idempotency_key"]] = error_body(422, message, code="unsupported_type")
+            break
         route, id_field = ITEM_TYPES[item["_type"]]
         params = {name: value for name, value in item.items() if name not in {"_type", id_field}}
         resource_id = "" if id_field is None else item.get(id_field)

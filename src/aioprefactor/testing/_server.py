@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any, Self
 from aiohttp import web
 
 from aioprefactor.testing._app import LocalApp
+from aioprefactor.testing._bulk import ITEM_TYPES
 from aioprefactor.testing._storage import MemoryStorage
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Iterable
     from types import TracebackType
 
     from aioprefactor.testing._faults import FaultPlan
@@ -57,9 +59,12 @@ class LocalPrefactor:
             (`None`: all), for a long-running server.
         db: An SQLite file to keep the records in (created if missing); `None` keeps them in
             memory only.
+        bulk_item_types: The item types the bulk route takes (`None`: all); an item of
+            another type is answered `unsupported_type`, as by a server whose bulk takes
+            fewer types.
 
     Raises:
-        ValueError: If `host` is not a loopback address.
+        ValueError: If `host` is not a loopback address, or a bulk item type is unknown.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class LocalPrefactor:
         record_requests: bool = True,
         max_logged_requests: int | None = None,
         db: str | os.PathLike[str] | None = None,
+        bulk_item_types: Iterable[str] | None = None,
     ) -> None:
         if not _is_loopback(host):
             msg = f"the local API listens on loopback addresses only, not {host!r}"
@@ -85,6 +91,13 @@ class LocalPrefactor:
             msg = f"max_logged_requests must be at least 1, got {max_logged_requests!r}"
             raise ValueError(msg)
         self._app = LocalApp(token, record_requests=record_requests, max_logged=max_logged_requests)
+        if bulk_item_types is not None:
+            types = frozenset(bulk_item_types)
+            unknown = types - set(ITEM_TYPES)
+            if unknown:
+                msg = f"unknown bulk item types {sorted(unknown)}; known: {sorted(ITEM_TYPES)}"
+                raise ValueError(msg)
+            self._app.bulk_item_types = types
         self._db = db
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
