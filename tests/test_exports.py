@@ -37,6 +37,8 @@ def attribute_docstrings() -> set[str]:
     """Module-level names documented by a string right after their assignment (type aliases)."""
     documented: set[str] = set()
     for module in pkgutil.walk_packages(aioprefactor.__path__, "aioprefactor."):
+        if module.name.startswith("aioprefactor.integrations."):
+            continue  # optional extras: their frameworks may not be installed
         tree = ast.parse(inspect.getsource(importlib.import_module(module.name)))
         for node, following in zip(tree.body, tree.body[1:], strict=False):
             is_doc = (

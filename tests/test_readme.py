@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import sys
@@ -24,6 +25,25 @@ def blocks(language: str, document: Path = README) -> list[str]:
 
 
 SNIPPETS = [*blocks("python"), *blocks("python", GUIDE)]
+# What a snippet imports that an extra provides, by the top-level module's name.
+OPTIONAL = {
+    "langchain_core": "langchain",
+    "langgraph": "test-integrations",
+    "agents": "openai-agents",
+    "opentelemetry": "opentelemetry",
+    "pydantic_ai": "test-integrations",
+}
+IMPORT = re.compile(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", re.MULTILINE)
+
+
+def skip_without_extras(snippet: str) -> None:
+    """Skip a snippet whose optional framework is not installed (in CI, fail instead)."""
+    for module in sorted(set(IMPORT.findall(snippet)) & set(OPTIONAL)):
+        if importlib.util.find_spec(module) is None:
+            reason = f"needs pip install -e '.[{OPTIONAL[module]}]' ({module} is missing)"
+            if os.environ.get("CI"):
+                pytest.fail(reason)
+            pytest.skip(reason)
 SCRIPTS = [block for block in SNIPPETS if "def test_" not in block]
 TESTS = [block for block in SNIPPETS if "def test_" in block]
 
@@ -53,6 +73,7 @@ def test_the_readme_has_the_snippets_this_test_runs() -> None:
 @pytest.mark.parametrize("snippet", SCRIPTS, ids=[f"script-{n}" for n in range(len(SCRIPTS))])
 async def test_a_readme_script_runs_against_the_local_api(tmp_path: Path, snippet: str) -> None:
     """The script exits 0 with PREFACTOR_API_URL/TOKEN set, and records what it says it does."""
+    skip_without_extras(snippet)
     script = tmp_path / "snippet.py"
     script.write_text(snippet)
     async with LocalPrefactor() as api:
