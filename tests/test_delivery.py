@@ -649,7 +649,8 @@ async def test_a_bulk_that_refuses_span_creates_sends_them_singly() -> None:
     from aioprefactor.testing import LocalPrefactor  # noqa: PLC0415 - a server made for this test
 
     async with LocalPrefactor(bulk_item_types={"agent_instances/register"}) as api:
-        api.faults.latency(0.05)
+        # A slow bulk: the second run's creates wait for a batch while the first is refused.
+        api.faults.latency(0.3, route="bulk")
         async with Client(api.url, api.token) as client:
             runs = []
             for _ in range(2):

@@ -44,6 +44,8 @@ def skip_without_extras(snippet: str) -> None:
             if os.environ.get("CI"):
                 pytest.fail(reason)
             pytest.skip(reason)
+
+
 SCRIPTS = [block for block in SNIPPETS if "def test_" not in block]
 TESTS = [block for block in SNIPPETS if "def test_" in block]
 

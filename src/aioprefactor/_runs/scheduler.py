@@ -240,6 +240,13 @@ class Scheduler:
 
     def _pump(self) -> None:
         limit = self._settings.max_connections
+        if self._batch and (not self._bulk or len(self._bulk_types) < len(requests.BULK_TYPES)):
+            # The server took bulk (or this type in bulk) away: what waited for a batch
+            # goes out singly, in parallel, like any other operation.
+            keep: collections.deque[Op] = collections.deque()
+            for op in self._batch:
+                (keep if self._bulk and op.kind in self._bulk_types else self._singles).append(op)
+            self._batch = keep
         singles, batch = self._singles, self._batch
         while singles and self._in_flight < limit:
             op = singles.popleft()
@@ -250,11 +257,6 @@ class Scheduler:
             and self._in_flight < limit
             and (self._batch_in_flight == 0 or len(batch) >= MAX_BATCH)
         ):
-            if not self._bulk:
-                op = batch.popleft()
-                if self._needed(op):
-                    self._send_one(op, batch_lane=True)
-                continue
             taken = [
                 op
                 for op in (batch.popleft() for _ in range(min(MAX_BATCH, len(batch))))
