@@ -18,7 +18,7 @@ from aioresponses import aioresponses as Aioresponses  # noqa: N812 - a class, n
 
 from aioprefactor import _default
 from aioprefactor._runs import schema as _schema
-from aioprefactor._runs import scopes as _scopes
+from aioprefactor._runs import spans as _spans
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,7 +32,7 @@ def _fresh_globals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Start and end every test with no default client, no span types, no warning given."""
     _default.reset()
     _schema.clear_span_types()
-    _scopes.forget_warnings()
+    _spans.forget_warnings()
     yield
     _default.reset()
     _schema.clear_span_types()

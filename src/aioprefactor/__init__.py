@@ -22,15 +22,9 @@ if TYPE_CHECKING:
     from aioprefactor._runs.handles import AgentTerminated, InstanceRun, SpanRun
     from aioprefactor._runs.records import RecordingState
     from aioprefactor._runs.schema import declare_span_type
-    from aioprefactor._runs.scopes import (
-        InstanceOptions,
-        InstanceScope,
-        SpanScope,
-        open_span,
-        span,
-        use_span,
-    )
+    from aioprefactor._runs.scopes import InstanceOptions, InstanceScope
     from aioprefactor._runs.signals import SignalInterrupt, handle_signals
+    from aioprefactor._runs.spans import SpanScope, open_span, span, use_span
     from aioprefactor._runs.threads import ContextThreadPoolExecutor, wrap
     from aioprefactor._version import __version__
     from aioprefactor._wire.config import ClientOptions
@@ -162,7 +156,7 @@ _LAZY: dict[str, str] = {
     "SignalInterrupt": "aioprefactor._runs.signals",
     "SpanCounts": "aioprefactor._wire.models",
     "SpanRun": "aioprefactor._runs.handles",
-    "SpanScope": "aioprefactor._runs.scopes",
+    "SpanScope": "aioprefactor._runs.spans",
     "SpanTypeSchema": "aioprefactor._wire.models",
     "__version__": "aioprefactor._version",
     "agent_instance": "aioprefactor._default",
@@ -173,11 +167,11 @@ _LAZY: dict[str, str] = {
     "flush": "aioprefactor._default",
     "flush_sync": "aioprefactor._default",
     "handle_signals": "aioprefactor._runs.signals",
-    "open_span": "aioprefactor._runs.scopes",
+    "open_span": "aioprefactor._runs.spans",
     "shutdown": "aioprefactor._default",
     "shutdown_sync": "aioprefactor._default",
-    "span": "aioprefactor._runs.scopes",
-    "use_span": "aioprefactor._runs.scopes",
+    "span": "aioprefactor._runs.spans",
+    "use_span": "aioprefactor._runs.spans",
     "wrap": "aioprefactor._runs.threads",
 }
 
