@@ -564,3 +564,63 @@ async def test_the_client_setting_wins_over_the_environment(
             {"error": {"type": qualified(ToolError), "message": "failed on boom"}},
         ),
     ] == [(s["status"], s["payload"], s["result_payload"]) for s in prefactor_api.spans(run.id)]
+
+
+async def test_the_token_never_reaches_a_payload_or_a_result(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """Arguments, return values, payloads and results holding the token are scrubbed."""
+    token = prefactor_api.token
+
+    @span("agent:login")
+    def login(user: str, secret: str) -> dict[str, str]:
+        return {"header": f"Bearer {secret}"}
+
+    async with prefactor_client.agent_instance(agent_id="a", agent_version=VERSION) as run:
+        login("ada", token)
+        async with span("agent:call", {"auth": token, token: "as a key"}) as call:
+            call.set_result({"echo": [f"got {token}"]})
+    await prefactor_client.flush()
+    assert run.id is not None
+    spans = prefactor_api.spans(run.id)
+    assert 2 == len(spans)
+    recorded = msgspec.json.encode([[s["payload"], s["result_payload"]] for s in spans])
+    assert token.encode() not in recorded
+    by_name = {s["schema_name"]: s for s in spans}
+    assert "ada" == by_name["agent:login"]["payload"]["user"]
+    assert by_name["agent:login"]["result_payload"]["output"]["header"].startswith("Bearer ")
+
+
+async def test_a_capturing_entrypoint_declares_its_root_span_type(
+    prefactor_api: LocalPrefactor, prefactor_client: Client
+) -> None:
+    """agent:run is in the registered schema version with capture=True, and only then."""
+    aioprefactor.declare_span_type("agent:step")
+
+    @prefactor_client.agent_instance(agent_id="a", agent_version=VERSION, capture=True)
+    async def capturing() -> None:
+        pass
+
+    @prefactor_client.agent_instance(agent_id="a", agent_version=VERSION)
+    async def plain() -> None:
+        pass
+
+    await capturing()
+    await plain()
+    await prefactor_client.flush()
+    registrations = [  # sent alone or in a bulk request
+        body
+        for r in prefactor_api.requests
+        for body in (
+            [r.body]
+            if r.route == "agent_instances.register"
+            else [i for i in r.body["items"] if i["_type"] == "agent_instances/register"]
+            if r.route == "bulk"
+            else []
+        )
+    ]
+    names = sorted(
+        [t["name"] for t in body["agent_schema_version"]["span_type_schemas"]]
+        for body in registrations
+    )
+    assert [["agent:run", "agent:step"], ["agent:step"]] == names

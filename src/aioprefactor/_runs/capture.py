@@ -702,3 +702,25 @@ class YieldCollector:
         if self._truncated:
             out["truncated"] = True
         return out
+
+
+def without_secret(value: Any, secret: str | None) -> Any:
+    """Return a converted value with every occurrence of ``secret`` replaced by a marker.
+
+    A payload that does not hold the secret (the usual case) is returned as it is, after
+    one encode to look; one that does is copied with the secret scrubbed from every string,
+    keys included.
+    """
+    if not secret or secret.encode() not in encode(value):
+        return value
+    return _scrub_all(value, secret)
+
+
+def _scrub_all(value: Any, secret: str) -> Any:
+    if isinstance(value, str):
+        return scrub(value, secret)
+    if isinstance(value, dict):
+        return {scrub(key, secret): _scrub_all(item, secret) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrub_all(item, secret) for item in value]
+    return value

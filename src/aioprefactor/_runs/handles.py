@@ -15,7 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Final, final
 
 from aioprefactor._runs import engine as _engine
-from aioprefactor._runs.capture import to_payload, with_error
+from aioprefactor._runs.capture import to_payload, with_error, without_secret
 from aioprefactor._runs.records import End, RecordingState, now, status_for
 from aioprefactor._wire.errors import PrefactorError, PrefactorTimeoutError
 
@@ -520,7 +520,7 @@ class SpanRun(_Handle):
         final = self.result
         if error is not None and decided == "failed" and self.capture and engine.options.capture:
             final = with_error(final, error, secret=engine.secret)
-        record.end = End(decided, ended_at or now(), final)
+        record.end = End(decided, ended_at or now(), without_secret(final, engine.secret))
         engine.submit(_engine.END_SPAN, record)
         return decided
 

@@ -26,6 +26,7 @@ from aioprefactor._runs.records import (
 )
 from aioprefactor._runs.schema import (
     declared_schema_version,
+    declared_span_types,
     schema_version_for,
     shared_version,
     span_types_generation,
@@ -99,6 +100,13 @@ class InstanceOptions(TypedDict, total=False):
 
 ROOT_SPAN: Final = "agent:run"
 """The span type of a decorated entrypoint's call, with ``capture=True``."""
+ROOT_SPAN_TYPE: Final = SpanTypeSchema(
+    name=ROOT_SPAN,
+    params_schema={"type": "object"},
+    result_schema={"type": "object"},
+    title="Agent run",
+    description="A decorated entrypoint's call: its arguments, and its output or error.",
+)
 
 _OPTION_NAMES: Final = frozenset(InstanceOptions.__annotations__)
 
@@ -207,6 +215,11 @@ class InstanceScope(Scope[InstanceRun]):
         if cached is not None and cached[0] == key:
             return cached[1]
         schema = self.agent_schema_version or declared_schema_version()
+        if self.capture and self.agent_schema_version is None:
+            names = {t.name for t in schema.span_type_schemas or ()}
+            if ROOT_SPAN not in names:
+                # The root span a decorated entrypoint records is declared with the rest.
+                schema = schema_version_for([*declared_span_types(), ROOT_SPAN_TYPE])
         built = msgspec.structs.replace(
             given,
             agent_id=checks.optional_str(agent_id, "agent_id"),

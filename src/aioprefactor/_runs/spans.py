@@ -14,7 +14,13 @@ import threading
 from typing import TYPE_CHECKING, Any, Final, final
 
 from aioprefactor._runs import context
-from aioprefactor._runs.capture import YieldCollector, call_arguments, to_output, to_payload
+from aioprefactor._runs.capture import (
+    YieldCollector,
+    call_arguments,
+    to_output,
+    to_payload,
+    without_secret,
+)
 from aioprefactor._runs.entries import NOTHING, Call, Scope
 from aioprefactor._runs.handles import AgentTerminated, InstanceRun, SpanRun
 from aioprefactor._runs.records import (
@@ -154,6 +160,8 @@ class SpanScope(Scope[SpanRun]):
                 payload=body,
                 strict=strict,
             )
+        # The client's token never goes into a record, whoever put it in the payload.
+        body = without_secret(body, run.engine.secret)
         parent_record = parent.record if parent is not None else None
         record = SpanRecord(
             run.record, parent_record, self.schema_name, body, started_at=started_at
