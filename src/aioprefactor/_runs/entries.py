@@ -50,7 +50,8 @@ class Scope(Generic[H]):
         # Handles entered through ``with``/``async with`` and not yet left, by id: only
         # consulted when a block is left from another context than it entered. Made on
         # first use: decorated calls never need it.
-        self._entered: dict[int, H] | None = None
+        # One open entry is kept as itself; a map is made only for concurrent entries.
+        self._entered: H | dict[int, H] | None = None
 
     # --- hooks ------------------------------------------------------------------------
 
@@ -97,18 +98,27 @@ class Scope(Generic[H]):
 
     # --- blocks -------------------------------------------------------------------------
 
+    def _open_entries(self) -> dict[int, H]:
+        entered = self._entered
+        if entered is None:
+            return {}
+        if isinstance(entered, dict):
+            return entered
+        return {id(entered): entered}
+
     def _pop(self) -> H:
         handle = self.current()
-        entered = self._entered
-        if handle is None or entered is None or id(handle) not in entered:
+        entries = self._open_entries()
+        if handle is None or id(handle) not in entries:
             # Left from another context (an exit stack closed by another task, a
             # hand-driven __aexit__): the latest entry is finished, and the block's
             # exception still propagates.
-            if not entered:
+            if not entries:
                 raise RuntimeError(f"{self!r} exited without being entered")
-            handle = next(reversed(entered.values()))
+            handle = next(reversed(entries.values()))
             log.warning("aioprefactor: %r exited in another context than it entered", self)
-        del entered[id(handle)]
+        del entries[id(handle)]
+        self._entered = entries if len(entries) > 1 else next(iter(entries.values()), None)
         with contextlib.suppress(ValueError):  # a token made in another context
             self.deactivate(handle)
         return handle
@@ -116,8 +126,11 @@ class Scope(Generic[H]):
     def _remember(self, handle: H) -> None:
         entered = self._entered
         if entered is None:
-            entered = self._entered = {}
-        entered[id(handle)] = handle
+            self._entered = handle
+            return
+        entries = self._open_entries()
+        entries[id(handle)] = handle
+        self._entered = entries
 
     async def __aenter__(self) -> H:
         handle = self.open_entry(None, is_async=True)

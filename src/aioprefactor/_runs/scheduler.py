@@ -46,6 +46,14 @@ MAX_BATCH: Final = 100
 
 _BULK: Final = "/api/v1/bulk"
 _BULK_GONE: Final = frozenset({404, 405, 415})
+_SHARED_FIELDS: Final = (
+    "account_id",
+    "agent_id",
+    "agent_version_id",
+    "environment_id",
+    "agent_deployment_id",
+)
+_MAX_SHARED_IDS: Final = 1024
 # An item's answer has a code but no status: the codes of a passing failure (a 429 or a
 # 5xx, the change not saved), so that such an item is retried as a single would be.
 _PASSING: Final = {
@@ -87,6 +95,7 @@ class Scheduler:
         self._bulk = batching
         self._bulk_types = set(requests.BULK_TYPES)
         self._open_runs: set[RunRecord] = set()
+        self._shared_ids: dict[str, str] = {}
         self._warned_drop = False
         self.closing = False
         """Set when the engine closes: failures are no longer retried."""
@@ -531,7 +540,7 @@ class Scheduler:
             self._settle_span(record)
             return
         assert isinstance(record, RunRecord)
-        record.instance = details
+        record.instance = self._compact(details)
         self._heard(record, kind)
         if details.status == "terminated":
             self._terminated(record, details.termination_reason)
@@ -551,6 +560,22 @@ class Scheduler:
         elif kind is Kind.CHECK:  # after a 409 on finish: finished by someone else
             record.move(S.NOT_RECORDED)
             self._run_done(record)
+
+    def _compact(self, instance: AgentInstance) -> AgentInstance:
+        # Every run of an agent answers with the same account, agent, version, environment
+        # and deployment ids: each open run keeps one shared copy of them, not its own.
+        shared = self._shared_ids
+        fields = {}
+        for name in _SHARED_FIELDS:
+            value = getattr(instance, name)
+            kept = shared.get(value)
+            if kept is None:
+                if len(shared) >= _MAX_SHARED_IDS:
+                    shared.clear()
+                kept = shared[value] = value
+            if kept is not value:
+                fields[name] = kept
+        return msgspec.structs.replace(instance, **fields) if fields else instance
 
     def _heard(self, run: RunRecord, kind: Kind) -> None:
         # A poll counted when it was sent: its own answer must not make the run look
