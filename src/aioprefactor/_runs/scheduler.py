@@ -294,9 +294,10 @@ class Scheduler:
                 self._batch_in_flight -= 1
             error = None if done.cancelled() else done.exception()
             if error is not None:
-                # A bug, not an answer: give up what this request carried rather than
-                # leave it owed for ever.
-                log.error("aioprefactor: a delivery failed unexpectedly: %r", error)
+                # A bug, not an answer (or the session closing under a request at
+                # shutdown): give up what it carried rather than leave it owed for ever.
+                if not self.closing:
+                    log.error("aioprefactor: a delivery failed unexpectedly: %r", error)
                 for op in ops:
                     if op.flying:
                         self._abandon(op, error)
@@ -498,7 +499,8 @@ class Scheduler:
             self._finish_run_when_ready(record)
             return
         # Warn before the move: whoever waits on the record may read the log at once.
-        if not record.warned:
+        # Closing, the engine says once how much was not delivered instead.
+        if not record.warned and not self.closing:
             record.warned = True
             if isinstance(record, SpanRecord):
                 log.warning("aioprefactor: span %r not recorded: %s", record.schema_name, error)
