@@ -162,6 +162,43 @@ class _Handle:
         self.status = decided
         return decided
 
+    async def settle_open(self, budget: float) -> None:
+        """Inline delivery: wait (within ``budget``) for the register and start, or the create."""
+        record, engine = self._record, self._engine
+        if record is not None and engine is not None:
+            await _wait(engine, record, _OPENED, budget)
+            self._opened(budget)
+
+    def settle_open_sync(self, budget: float) -> None:
+        """:meth:`settle_open` for sync code."""
+        record, engine = self._record, self._engine
+        if record is not None and engine is not None:
+            _wait_sync(engine, record, _OPENED, budget)
+            self._opened(budget)
+
+    async def settle_end(self, budget: float) -> None:
+        """Inline delivery: wait (within ``budget``) for the finish to be delivered."""
+        record, engine = self._record, self._engine
+        if (
+            record is not None
+            and engine is not None
+            and not await _wait(engine, record, _SETTLED, budget)
+        ):
+            self._slow_finish(budget)
+
+    def settle_end_sync(self, budget: float) -> None:
+        """:meth:`settle_end` for sync code."""
+        record, engine = self._record, self._engine
+        if (
+            record is not None
+            and engine is not None
+            and not _wait_sync(engine, record, _SETTLED, budget)
+        ):
+            self._slow_finish(budget)
+
+    def _slow_finish(self, budget: float) -> None:
+        """The finish outlasted the wait for it (a run says so; a span need not)."""
+
     def _describe(self, **extra: Any) -> str:
         fields = {"id": self.id, "state": self.state.value, "status": self.status, **extra}
         inner = " ".join(f"{key}={value!r}" for key, value in fields.items())
@@ -349,26 +386,6 @@ class InstanceRun(_Handle):
             record.error = RuntimeError("the client was closed first; the run's finish is not sent")
         return decided
 
-    async def settle_open(self, budget: float) -> None:
-        """Inline delivery: wait (within ``budget``) for register and start."""
-        await _wait(self.engine, self._record, _OPENED, budget)
-        self._opened(budget)
-
-    def settle_open_sync(self, budget: float) -> None:
-        """:meth:`settle_open` for sync code."""
-        _wait_sync(self.engine, self._record, _OPENED, budget)
-        self._opened(budget)
-
-    async def settle_end(self, budget: float) -> None:
-        """Inline delivery: wait (within ``budget``) for the finish to be delivered."""
-        if not await _wait(self.engine, self._record, _SETTLED, budget):
-            self._slow_finish(budget)
-
-    def settle_end_sync(self, budget: float) -> None:
-        """:meth:`settle_end` for sync code."""
-        if not _wait_sync(self.engine, self._record, _SETTLED, budget):
-            self._slow_finish(budget)
-
     def _slow_finish(self, budget: float) -> None:
         log.warning(
             "aioprefactor: finishing agent instance %s is taking over %g s; it goes on in the "
@@ -523,29 +540,3 @@ class SpanRun(_Handle):
         record.end = End(decided, ended_at or now(), without_secret(final, engine.secret))
         engine.submit(_engine.END_SPAN, record)
         return decided
-
-    async def settle_open(self, budget: float) -> None:
-        """Inline delivery: wait (within ``budget``) for the create."""
-        record, engine = self._record, self._engine
-        if record is not None and engine is not None:
-            await _wait(engine, record, _OPENED, budget)
-            self._opened(budget)
-
-    def settle_open_sync(self, budget: float) -> None:
-        """:meth:`settle_open` for sync code."""
-        record, engine = self._record, self._engine
-        if record is not None and engine is not None:
-            _wait_sync(engine, record, _OPENED, budget)
-            self._opened(budget)
-
-    async def settle_end(self, budget: float) -> None:
-        """Strict inline delivery: wait (within ``budget``) for the finish."""
-        record, engine = self._record, self._engine
-        if record is not None and engine is not None:
-            await _wait(engine, record, _SETTLED, budget)
-
-    def settle_end_sync(self, budget: float) -> None:
-        """:meth:`settle_end` for sync code."""
-        record, engine = self._record, self._engine
-        if record is not None and engine is not None:
-            _wait_sync(engine, record, _SETTLED, budget)
